@@ -300,8 +300,12 @@ pub struct RollbackInfo {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct StepState {
     pub status: StepStatus,
-    /// Current attempt, 1-based; 0 before the first start.
+    /// Current attempt, 1-based; 0 before the first start. Never reset, so every attempt's
+    /// deterministic agent session name stays unique even across manual retries.
     pub attempt: u32,
+    /// Attempts made before the last manual retry; the retry policy counts from here.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempts_before: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Millis>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -332,6 +336,11 @@ pub struct StepState {
     pub compensation: Option<CompensationState>,
 }
 
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+#[allow(clippy::derivable_impls)] // the enum is declared by a macro
 impl Default for StepStatus {
     fn default() -> Self {
         StepStatus::Pending
@@ -365,6 +374,9 @@ pub struct AgentProgress {
     pub last_activity_at: Option<Millis>,
     /// Polls made in this attempt; a poll message carrying another number is stale.
     pub polls: u32,
+    /// Current adaptive poll interval.
+    #[serde(default)]
+    pub poll_interval_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_poll_at: Option<Millis>,
     /// A kill was asked for and not yet confirmed.

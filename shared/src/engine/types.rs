@@ -147,8 +147,12 @@ pub struct AgentObservation {
     /// The failure reason (from the run list), when failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The agent conversation id, captured while the run is live (later steps continue it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
+#[allow(clippy::derivable_impls)] // the enum is declared by a macro
 impl Default for AgentRunStatus {
     fn default() -> Self {
         AgentRunStatus::Pending

@@ -1,0 +1,1737 @@
+//! The decision function and its helpers.
+//!
+//! Shape of one decision: apply the event (commands may be refused), then `advance` the run
+//! (fire due timers, start ready steps, finish or compensate), then compute the next wake-up.
+//! Everything is a function of `(run, definition, event, now)`.
+
+use serde_json::{Value, json};
+
+use super::types::*;
+use crate::definition::{
+    AgentAction, ApprovalAction, HttpAction, NotifyAction, OnExpiry, StepAction, StepDef,
+    WorkflowDefinition, When,
+};
+use crate::model::*;
+use crate::template::{self, TemplateContext};
+
+/// Adaptive polling: the first poll comes soon, then the interval grows to a cap, and drops
+/// back to the start whenever the agent shows progress.
+pub const POLL_INITIAL_MS: u64 = 2_000;
+pub const POLL_FACTOR: f64 = 1.5;
+pub const POLL_MAX_MS: u64 = 60_000;
+/// A poll this late (past its due time) is presumed lost and re-issued on the next tick.
+pub const POLL_LOST_AFTER_MS: i64 = 60_000;
+/// An effect whose outcome was not recorded this long after it was issued is issued again.
+pub const REISSUE_AFTER_MS: i64 = 30_000;
+/// After a graceful cancel, agent runs not confirmed dead are killed with force.
+pub const CANCEL_GRACE_MS: i64 = 30_000;
+/// What the agent service really accepts for a run timeout (see the agent API page, quirk 2).
+pub const AGENT_TIMEOUT_SECS: (u64, u64) = (60, 7_200);
+
+const SYSTEM: &str = "system";
+
+/// Decide what one event means for a run.
+///
+/// Stale and duplicate events are no-ops (the returned decision equals the input run and has no
+/// effects); commands that cannot apply (cancel a finished run, feedback to a step that is not
+/// running, a decision by someone who may not decide) are refused with a [`Rejection`].
+pub fn decide(
+    run: &Run,
+    def: &WorkflowDefinition,
+    event: &Event,
+    now: Millis,
+) -> Result<Decision, Rejection> {
+    let mut cx = Cx {
+        run: run.clone(),
+        def,
+        now,
+        effects: Vec::new(),
+        audit: Vec::new(),
+        tick: matches!(event, Event::Tick),
+    };
+    cx.apply(event)?;
+    cx.advance();
+    Ok(cx.finish(run))
+}
+
+struct Cx<'a> {
+    run: Run,
+    def: &'a WorkflowDefinition,
+    now: Millis,
+    effects: Vec<Effect>,
+    audit: Vec<AuditEntry>,
+    tick: bool,
+}
+
+impl Cx<'_> {
+    // ----- bookkeeping -------------------------------------------------------------------
+
+    fn log(
+        &mut self,
+        actor: &str,
+        kind: &str,
+        step: Option<&str>,
+        attempt: Option<u32>,
+        message: String,
+        data: Value,
+    ) {
+        self.audit.push(AuditEntry {
+            run_id: self.run.id.clone(),
+            seq: self.run.audit_seq,
+            at: self.now,
+            actor: actor.to_string(),
+            kind: kind.to_string(),
+            step_id: step.map(str::to_string),
+            attempt,
+            message,
+            data,
+        });
+        self.run.audit_seq += 1;
+    }
+
+    fn emit(&mut self, event: &str, step: Option<&str>, data: Value) {
+        self.effects.push(Effect::Emit {
+            event: event.to_string(),
+            step: step.map(str::to_string),
+            data,
+        });
+    }
+
+    fn st(&mut self, id: &str) -> &mut StepState {
+        self.run.steps.entry(id.to_string()).or_default()
+    }
+
+    fn status_of(&self, id: &str) -> StepStatus {
+        self.run
+            .steps
+            .get(id)
+            .map(|s| s.status)
+            .unwrap_or(StepStatus::Pending)
+    }
+
+    fn finish(mut self, before: &Run) -> Decision {
+        let before_timer = next_timer(before);
+        self.run.wake_at = wake_at(&self.run);
+        let timer = next_timer(&self.run);
+        if let Some(at) = timer
+            && timer != before_timer
+        {
+            self.effects.push(Effect::ScheduleWake { at });
+        }
+        if self.run != *before {
+            self.run.updated_at = self.now;
+        }
+        Decision {
+            run: self.run,
+            effects: self.effects,
+            audit: self.audit,
+        }
+    }
+
+    fn active(&self) -> bool {
+        matches!(
+            self.run.status,
+            RunStatus::Running | RunStatus::Cancelling | RunStatus::Compensating
+        )
+    }
+
+    // ----- events ------------------------------------------------------------------------
+
+    fn apply(&mut self, event: &Event) -> Result<(), Rejection> {
+        match event {
+            Event::Start => self.on_start(),
+            Event::Tick => {}
+            Event::AgentStarted {
+                step,
+                attempt,
+                upstream_run_id,
+            } => self.on_agent_started(step, *attempt, upstream_run_id),
+            Event::AgentStartFailed {
+                step,
+                attempt,
+                error,
+            } => {
+                if self.is_current(step, *attempt, StepStatus::Running)
+                    && self.agent_of(step).is_some_and(|a| a.upstream_run_id.is_none())
+                {
+                    self.fail_attempt(step, format!("agent run could not start: {error}"), false);
+                }
+            }
+            Event::AgentObserved {
+                step,
+                attempt,
+                poll,
+                observation,
+            } => self.on_agent_observed(step, *attempt, *poll, observation),
+            Event::AgentKilled { step, attempt } => {
+                if self.run.steps.get(step).is_some_and(|s| s.attempt == *attempt)
+                    && let Some(a) = self.st(step).agent.as_mut()
+                    && a.kill_requested
+                {
+                    a.kill_requested = false;
+                    self.log(
+                        SYSTEM,
+                        "agent.killed",
+                        Some(step),
+                        Some(*attempt),
+                        "agent run stopped".into(),
+                        Value::Null,
+                    );
+                }
+            }
+            Event::StepSucceeded {
+                step,
+                attempt,
+                output,
+            } => {
+                if self.is_current(step, *attempt, StepStatus::Running)
+                    && self.run.steps.get(step).is_some_and(|s| s.effect_pending)
+                {
+                    self.st(step).effect_pending = false;
+                    self.succeed_step(step, output.clone());
+                }
+            }
+            Event::StepFailed {
+                step,
+                attempt,
+                error,
+            } => {
+                if self.is_current(step, *attempt, StepStatus::Running)
+                    && self.run.steps.get(step).is_some_and(|s| s.effect_pending)
+                {
+                    self.st(step).effect_pending = false;
+                    self.fail_attempt(step, error.clone(), false);
+                }
+            }
+            Event::ApprovalDecided {
+                approval_id,
+                by,
+                decision,
+                comment,
+            } => self.on_decision(approval_id, by, *decision, comment.as_deref())?,
+            Event::CancelRequested { by, reason, force } => {
+                self.on_cancel(by, reason.as_deref(), *force)?
+            }
+            Event::FeedbackSent {
+                step,
+                by,
+                content,
+                message_type,
+            } => self.on_feedback(step.as_deref(), by, content, message_type)?,
+            Event::RetryRequested { by, from_step } => self.on_retry(by, from_step.as_deref())?,
+            Event::RollbackRequested { by, reason } => self.on_rollback(by, reason.as_deref())?,
+            Event::CompensationFinished { step, ok, error } => {
+                let running = self
+                    .run
+                    .steps
+                    .get(step)
+                    .and_then(|s| s.compensation.as_ref())
+                    .is_some_and(|c| c.status == CompensationStatus::Running);
+                if running {
+                    let s = self.st(step);
+                    s.timer_at = None;
+                    s.compensation = Some(CompensationState {
+                        status: if *ok {
+                            CompensationStatus::Succeeded
+                        } else {
+                            CompensationStatus::Failed
+                        },
+                        error: error.clone(),
+                    });
+                    let msg = if *ok {
+                        "compensation succeeded".to_string()
+                    } else {
+                        format!(
+                            "compensation failed: {}",
+                            error.as_deref().unwrap_or("unknown error")
+                        )
+                    };
+                    let kind = if *ok {
+                        "compensation.succeeded"
+                    } else {
+                        "compensation.failed"
+                    };
+                    self.log(SYSTEM, kind, Some(step), None, msg, Value::Null);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_current(&self, step: &str, attempt: u32, status: StepStatus) -> bool {
+        self.run
+            .steps
+            .get(step)
+            .is_some_and(|s| s.attempt == attempt && s.status == status)
+    }
+
+    fn agent_of(&self, step: &str) -> Option<&AgentProgress> {
+        self.run.steps.get(step).and_then(|s| s.agent.as_ref())
+    }
+
+    fn on_start(&mut self) {
+        if self.run.status != RunStatus::Pending {
+            return;
+        }
+        self.run.status = RunStatus::Running;
+        self.run.started_at = Some(self.now);
+        self.run.deadline = self.def.timeout.as_ref().map(|t| self.now + t.millis_i64());
+        let actor = self
+            .run
+            .started_by
+            .clone()
+            .unwrap_or_else(|| SYSTEM.to_string());
+        let data = json!({"workflow": self.run.workflow_id, "version": self.run.workflow_version});
+        self.log(
+            &actor,
+            "run.started",
+            None,
+            None,
+            format!("run of {} v{} started", self.run.workflow_id, self.run.workflow_version),
+            data.clone(),
+        );
+        self.emit("run.started", None, data);
+    }
+
+    fn on_agent_started(&mut self, step: &str, attempt: u32, upstream: &str) {
+        let expected = self.is_current(step, attempt, StepStatus::Running);
+        let known = self.agent_of(step).and_then(|a| a.upstream_run_id.clone());
+        match (expected, known) {
+            (true, None) => {
+                let interval = POLL_INITIAL_MS;
+                let now = self.now;
+                let s = self.st(step);
+                s.timer_at = None;
+                if let Some(a) = s.agent.as_mut() {
+                    a.upstream_run_id = Some(upstream.to_string());
+                    a.upstream_status = Some(AgentRunStatus::Pending);
+                    a.polls = 0;
+                    a.poll_interval_ms = interval;
+                    a.next_poll_at = Some(now + interval as i64);
+                    a.last_activity_at = Some(now);
+                }
+                self.effects.push(Effect::PollAgent {
+                    step: step.to_string(),
+                    attempt,
+                    upstream_run_id: upstream.to_string(),
+                    poll: 0,
+                    delay_ms: interval,
+                });
+                self.log(
+                    SYSTEM,
+                    "agent.started",
+                    Some(step),
+                    Some(attempt),
+                    format!("agent run {upstream} started"),
+                    json!({"upstream_run_id": upstream}),
+                );
+            }
+            (_, Some(known)) if known == upstream => {} // duplicate delivery
+            _ => {
+                // A run we no longer want (stale attempt, cancelled step, or a second start that
+                // slipped through): stop it so it costs nothing.
+                self.effects.push(Effect::KillAgent {
+                    step: step.to_string(),
+                    attempt,
+                    upstream_run_id: Some(upstream.to_string()),
+                    session_name: session_name(&self.run.id, step, attempt),
+                    force: true,
+                });
+                self.log(
+                    SYSTEM,
+                    "agent.orphan_killed",
+                    Some(step),
+                    Some(attempt),
+                    format!("agent run {upstream} is not wanted by this step any more; killing it"),
+                    json!({"upstream_run_id": upstream}),
+                );
+            }
+        }
+    }
+
+    fn on_agent_observed(&mut self, step: &str, attempt: u32, poll: u32, obs: &AgentObservation) {
+        if !self.is_current(step, attempt, StepStatus::Running) {
+            return;
+        }
+        let Some(a) = self.agent_of(step) else { return };
+        if a.polls != poll || a.upstream_run_id.is_none() {
+            return; // a duplicate or late poll answer
+        }
+        let changed = obs.status != a.upstream_status
+            || obs.turns != a.turns
+            || obs.tokens != a.tokens
+            || obs.cost_usd != a.cost_usd;
+        let upstream = a.upstream_run_id.clone().unwrap_or_default();
+        let interval = if changed {
+            POLL_INITIAL_MS
+        } else {
+            next_interval(a.poll_interval_ms)
+        };
+        let now = self.now;
+        {
+            let s = self.st(step);
+            let Some(a) = s.agent.as_mut() else { return };
+            a.polls += 1;
+            a.upstream_status = obs.status;
+            a.turns = obs.turns.max(a.turns);
+            if obs.max_turns.is_some() {
+                a.max_turns = obs.max_turns;
+            }
+            a.tokens = obs.tokens.max(a.tokens);
+            a.cost_usd = obs.cost_usd.max(a.cost_usd);
+            a.phase = obs.phase.clone().or(a.phase.take());
+            if obs.session_id.is_some() {
+                a.session_id = obs.session_id.clone();
+            }
+            if changed {
+                a.last_activity_at = Some(now);
+            }
+            a.poll_interval_ms = interval;
+            a.next_poll_at = None;
+        }
+        match obs.status {
+            Some(AgentRunStatus::Completed) => {
+                let out = obs.output.clone().map(Value::String).unwrap_or(Value::Null);
+                self.succeed_step(step, out);
+            }
+            Some(AgentRunStatus::Failed) => {
+                let err = obs
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "agent run failed (no reason given)".into());
+                self.fail_attempt(step, format!("agent run failed: {err}"), false);
+            }
+            Some(AgentRunStatus::Killed) => {
+                self.fail_attempt(step, "agent run was killed outside Flowgate".into(), false);
+            }
+            _ => {
+                let polls = {
+                    let s = self.st(step);
+                    let Some(a) = s.agent.as_mut() else { return };
+                    a.next_poll_at = Some(now + interval as i64);
+                    a.polls
+                };
+                self.effects.push(Effect::PollAgent {
+                    step: step.to_string(),
+                    attempt,
+                    upstream_run_id: upstream,
+                    poll: polls,
+                    delay_ms: interval,
+                });
+            }
+        }
+    }
+
+    fn on_decision(
+        &mut self,
+        approval_id: &str,
+        by: &str,
+        decision: ApprovalDecision,
+        comment: Option<&str>,
+    ) -> Result<(), Rejection> {
+        let Some((step_id, approval)) = self
+            .run
+            .steps
+            .iter()
+            .find_map(|(id, s)| {
+                s.approval
+                    .as_ref()
+                    .filter(|a| a.id == approval_id)
+                    .map(|a| (id.clone(), a.clone()))
+            })
+        else {
+            return Err(Rejection::UnknownApproval(approval_id.to_string()));
+        };
+        if approval.decisions.iter().any(|d| d.by == by) {
+            return Ok(()); // a second click or a re-send: already counted
+        }
+        if approval.status != ApprovalStatus::Pending || !self.active() {
+            return Err(Rejection::ApprovalClosed {
+                approval_id: approval_id.to_string(),
+                status: approval.status.to_string(),
+            });
+        }
+        if !approval.approvers.is_empty() && !approval.approvers.iter().any(|a| a == by) {
+            return Err(Rejection::NotAnApprover {
+                approval_id: approval_id.to_string(),
+                by: by.to_string(),
+            });
+        }
+        if decision == ApprovalDecision::Approve && self.run.started_by.as_deref() == Some(by) {
+            return Err(Rejection::SelfApproval { by: by.to_string() });
+        }
+        let now = self.now;
+        let record = DecisionRecord {
+            by: by.to_string(),
+            decision,
+            comment: comment.map(str::to_string),
+            at: now,
+        };
+        let approvals = approval
+            .decisions
+            .iter()
+            .filter(|d| d.decision == ApprovalDecision::Approve)
+            .count() as u32
+            + u32::from(decision == ApprovalDecision::Approve);
+        let new_status = match decision {
+            ApprovalDecision::Reject => ApprovalStatus::Rejected,
+            ApprovalDecision::Approve if approvals >= approval.required => {
+                ApprovalStatus::Approved
+            }
+            ApprovalDecision::Approve => ApprovalStatus::Pending,
+        };
+        if let Some(a) = self.st(&step_id).approval.as_mut() {
+            a.decisions.push(record);
+            a.status = new_status;
+        }
+        let data = json!({"approval_id": approval_id, "decision": decision, "comment": comment,
+                          "approvals": approvals, "required": approval.required});
+        self.log(
+            by,
+            "approval.decided",
+            Some(&step_id),
+            None,
+            format!("{by} chose {decision} on {approval_id}"),
+            data.clone(),
+        );
+        self.emit("approval.decided", Some(&step_id), data);
+        match new_status {
+            ApprovalStatus::Approved => {
+                self.close_approval(&step_id, approval_id, ApprovalStatus::Approved);
+                let by_list: Vec<String> = self
+                    .run
+                    .steps
+                    .get(&step_id)
+                    .and_then(|s| s.approval.as_ref())
+                    .map(|a| a.decisions.iter().map(|d| d.by.clone()).collect())
+                    .unwrap_or_default();
+                self.succeed_step(
+                    &step_id,
+                    json!({"approved": true, "approved_by": by_list, "comment": comment}),
+                );
+            }
+            ApprovalStatus::Rejected => {
+                self.close_approval(&step_id, approval_id, ApprovalStatus::Rejected);
+                let reason = comment.map(|c| format!(": {c}")).unwrap_or_default();
+                self.fail_final(&step_id, format!("rejected by {by}{reason}"), false);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn close_approval(&mut self, step: &str, approval_id: &str, status: ApprovalStatus) {
+        self.effects.push(Effect::CloseApproval {
+            step: step.to_string(),
+            approval_id: approval_id.to_string(),
+            status,
+        });
+    }
+
+    fn on_cancel(&mut self, by: &str, reason: Option<&str>, force: bool) -> Result<(), Rejection> {
+        match self.run.status {
+            RunStatus::Pending | RunStatus::Running => {}
+            RunStatus::Cancelling => {
+                // Escalate a graceful cancel to a forced one; otherwise it is a repeat.
+                if force && self.run.cancel.as_ref().is_some_and(|c| !c.force) {
+                    self.force_outstanding_kills();
+                    if let Some(c) = self.run.cancel.as_mut() {
+                        c.force = true;
+                    }
+                    self.finish_cancel();
+                }
+                return Ok(());
+            }
+            status => {
+                return Err(Rejection::RunNotActive {
+                    run_id: self.run.id.clone(),
+                    status: status.to_string(),
+                    what: "cancelling",
+                });
+            }
+        }
+        let now = self.now;
+        self.run.cancel = Some(CancelInfo {
+            by: by.to_string(),
+            reason: reason.map(str::to_string),
+            force,
+            requested_at: now,
+            force_at: now + CANCEL_GRACE_MS,
+        });
+        self.log(
+            by,
+            "run.cancel_requested",
+            None,
+            None,
+            format!(
+                "cancel requested{}{}",
+                if force { " (force)" } else { "" },
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            json!({"force": force, "reason": reason}),
+        );
+        let ids: Vec<String> = self.def.steps.iter().map(|s| s.id.clone()).collect();
+        for id in ids {
+            self.stop_step(&id, StepStatus::Cancelled, "run cancelled", force);
+        }
+        self.run.status = RunStatus::Cancelling;
+        self.finish_cancel();
+        Ok(())
+    }
+
+    /// Move to `cancelled` once no kill is outstanding.
+    fn finish_cancel(&mut self) {
+        if self.run.status != RunStatus::Cancelling {
+            return;
+        }
+        let outstanding = self
+            .run
+            .steps
+            .values()
+            .any(|s| s.agent.as_ref().is_some_and(|a| a.kill_requested));
+        if !outstanding {
+            self.end_run(RunStatus::Cancelled, None);
+        }
+    }
+
+    fn force_outstanding_kills(&mut self) {
+        let ids: Vec<String> = self.run.steps.keys().cloned().collect();
+        for id in ids {
+            let s = self.st(&id);
+            let attempt = s.attempt;
+            if let Some(a) = s.agent.as_mut()
+                && a.kill_requested
+            {
+                a.kill_requested = false;
+                let effect = Effect::KillAgent {
+                    step: id.clone(),
+                    attempt,
+                    upstream_run_id: a.upstream_run_id.clone(),
+                    session_name: a.session_name.clone(),
+                    force: true,
+                };
+                self.effects.push(effect);
+            }
+        }
+    }
+
+    /// Stop an unfinished step: kill its agent run, close its approval, mark it `status`.
+    fn stop_step(&mut self, id: &str, status: StepStatus, why: &str, force: bool) {
+        let now = self.now;
+        let s = self.st(id);
+        if s.status.is_terminal() {
+            return;
+        }
+        let was = s.status;
+        let attempt = s.attempt;
+        s.status = status;
+        s.completed_at = Some(now);
+        s.timer_at = None;
+        s.deadline = None;
+        s.effect_pending = false;
+        if was == StepStatus::Pending || was == StepStatus::Retrying {
+            s.error = Some(why.to_string());
+        }
+        let mut kill = None;
+        if was == StepStatus::Running
+            && let Some(a) = s.agent.as_mut()
+        {
+            a.next_poll_at = None;
+            a.kill_requested = !force;
+            kill = Some(Effect::KillAgent {
+                step: id.to_string(),
+                attempt,
+                upstream_run_id: a.upstream_run_id.clone(),
+                session_name: a.session_name.clone(),
+                force,
+            });
+        }
+        let mut close = None;
+        if let Some(a) = s.approval.as_mut()
+            && a.status == ApprovalStatus::Pending
+        {
+            a.status = ApprovalStatus::Cancelled;
+            close = Some(a.id.clone());
+        }
+        if let Some(k) = kill {
+            self.effects.push(k);
+        }
+        if let Some(approval_id) = close {
+            self.close_approval(id, &approval_id, ApprovalStatus::Cancelled);
+        }
+        self.log(
+            SYSTEM,
+            &format!("step.{status}"),
+            Some(id),
+            (attempt > 0).then_some(attempt),
+            format!("step {id} {status}: {why}"),
+            Value::Null,
+        );
+    }
+
+    fn on_feedback(
+        &mut self,
+        step: Option<&str>,
+        by: &str,
+        content: &str,
+        message_type: &str,
+    ) -> Result<(), Rejection> {
+        if !matches!(self.run.status, RunStatus::Running) {
+            return Err(Rejection::RunNotActive {
+                run_id: self.run.id.clone(),
+                status: self.run.status.to_string(),
+                what: "sending feedback",
+            });
+        }
+        let target = match step {
+            Some(id) => {
+                let Some(s) = self.run.steps.get(id) else {
+                    return Err(Rejection::UnknownStep(id.to_string()));
+                };
+                let running = s.status == StepStatus::Running
+                    && s.agent.as_ref().is_some_and(|a| a.upstream_run_id.is_some());
+                if !running {
+                    return Err(Rejection::StepNotRunning {
+                        step: id.to_string(),
+                        status: s.status.to_string(),
+                    });
+                }
+                id.to_string()
+            }
+            None => self
+                .def
+                .steps
+                .iter()
+                .map(|d| d.id.as_str())
+                .find(|id| {
+                    self.run.steps.get(*id).is_some_and(|s| {
+                        s.status == StepStatus::Running
+                            && s.agent.as_ref().is_some_and(|a| a.upstream_run_id.is_some())
+                    })
+                })
+                .map(str::to_string)
+                .ok_or(Rejection::NoRunningAgentStep)?,
+        };
+        let upstream = self
+            .agent_of(&target)
+            .and_then(|a| a.upstream_run_id.clone())
+            .unwrap_or_default();
+        let attempt = self.run.steps.get(&target).map(|s| s.attempt);
+        self.effects.push(Effect::SendAgentMessage {
+            step: target.clone(),
+            upstream_run_id: upstream,
+            content: content.to_string(),
+            message_type: message_type.to_string(),
+        });
+        self.log(
+            by,
+            "agent.feedback",
+            Some(&target),
+            attempt,
+            format!("{by} sent {message_type} feedback"),
+            json!({"content": content, "message_type": message_type}),
+        );
+        Ok(())
+    }
+
+    fn on_retry(&mut self, by: &str, from_step: Option<&str>) -> Result<(), Rejection> {
+        if !matches!(
+            self.run.status,
+            RunStatus::Failed | RunStatus::Cancelled | RunStatus::TimedOut
+        ) {
+            return Err(Rejection::NotRetryable {
+                run_id: self.run.id.clone(),
+                status: self.run.status.to_string(),
+            });
+        }
+        let mut reset: Vec<String> = match from_step {
+            Some(id) => {
+                if self.def.step(id).is_none() {
+                    return Err(Rejection::UnknownStep(id.to_string()));
+                }
+                vec![id.to_string()]
+            }
+            None => self
+                .def
+                .steps
+                .iter()
+                .filter(|d| !matches!(self.status_of(&d.id), StepStatus::Succeeded))
+                .map(|d| d.id.clone())
+                .collect(),
+        };
+        // Everything downstream of a reset step runs again too.
+        let mut i = 0;
+        while i < reset.len() {
+            let id = reset[i].clone();
+            for d in &self.def.steps {
+                if d.depends_on.contains(&id) && !reset.contains(&d.id) {
+                    reset.push(d.id.clone());
+                }
+            }
+            i += 1;
+        }
+        for id in &reset {
+            let s = self.st(id);
+            let attempt = s.attempt;
+            let prev_cost = s
+                .agent
+                .as_ref()
+                .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
+                .unwrap_or(0.0);
+            *s = StepState {
+                attempt,
+                attempts_before: attempt,
+                ..StepState::default()
+            };
+            if prev_cost > 0.0 {
+                s.agent = Some(AgentProgress {
+                    previous_attempts_cost_usd: prev_cost,
+                    ..AgentProgress::default()
+                });
+            }
+        }
+        self.run.status = RunStatus::Running;
+        self.run.completed_at = None;
+        self.run.error = None;
+        self.run.cancel = None;
+        self.run.rollback = None;
+        self.run.final_status = None;
+        self.run.outputs = Default::default();
+        self.run.deadline = self.def.timeout.as_ref().map(|t| self.now + t.millis_i64());
+        self.log(
+            by,
+            "run.retried",
+            from_step,
+            None,
+            format!("retry requested; steps to run again: {}", reset.join(", ")),
+            json!({"steps": reset}),
+        );
+        Ok(())
+    }
+
+    fn on_rollback(&mut self, by: &str, reason: Option<&str>) -> Result<(), Rejection> {
+        if !self.run.status.is_terminal() {
+            return Err(Rejection::RunNotActive {
+                run_id: self.run.id.clone(),
+                status: self.run.status.to_string(),
+                what: "rolling back (cancel the run first)",
+            });
+        }
+        if self.compensable().is_empty() {
+            return Err(Rejection::NothingToCompensate(self.run.id.clone()));
+        }
+        let previous = self.run.status;
+        self.run.rollback = Some(RollbackInfo {
+            by: by.to_string(),
+            reason: reason.map(str::to_string),
+            requested_at: self.now,
+        });
+        self.log(
+            by,
+            "run.rollback_requested",
+            None,
+            None,
+            format!(
+                "rollback requested{}",
+                reason.map(|r| format!(": {r}")).unwrap_or_default()
+            ),
+            json!({"reason": reason}),
+        );
+        self.run.completed_at = None;
+        self.begin_compensation(previous);
+        Ok(())
+    }
+
+    // ----- progress ----------------------------------------------------------------------
+
+    /// Fire due timers, start ready steps and settle the run, until nothing changes.
+    fn advance(&mut self) {
+        for _ in 0..(self.def.steps.len() * 4 + 8) {
+            if !self.advance_once() {
+                break;
+            }
+        }
+    }
+
+    fn advance_once(&mut self) -> bool {
+        match self.run.status {
+            RunStatus::Running => {}
+            RunStatus::Cancelling => {
+                if self
+                    .run
+                    .cancel
+                    .as_ref()
+                    .is_some_and(|c| self.now >= c.force_at)
+                {
+                    self.force_outstanding_kills();
+                }
+                let before = self.run.status;
+                self.finish_cancel();
+                return before != self.run.status;
+            }
+            RunStatus::Compensating => return self.advance_compensation(),
+            _ => return false,
+        }
+        let mut changed = false;
+        if self.run.deadline.is_some_and(|d| self.now >= d) {
+            let ids: Vec<String> = self.def.steps.iter().map(|s| s.id.clone()).collect();
+            for id in ids {
+                self.stop_step(&id, StepStatus::TimedOut, "the run's timeout passed", true);
+            }
+            self.fail_run(RunStatus::TimedOut, "the run's timeout passed".into());
+            return true;
+        }
+        let def = self.def;
+        for d in &def.steps {
+            if self.run.status != RunStatus::Running {
+                return true;
+            }
+            changed |= self.advance_step(d);
+        }
+        if self.run.status == RunStatus::Running
+            && def
+                .steps
+                .iter()
+                .all(|d| self.status_of(&d.id).is_terminal())
+        {
+            self.complete_run();
+            changed = true;
+        }
+        changed
+    }
+
+    fn advance_step(&mut self, d: &StepDef) -> bool {
+        let now = self.now;
+        let Some(s) = self.run.steps.get(&d.id) else {
+            self.run.steps.insert(d.id.clone(), StepState::default());
+            return true;
+        };
+        match s.status {
+            StepStatus::Pending => {
+                let deps: Vec<StepStatus> =
+                    d.depends_on.iter().map(|dep| self.status_of(dep)).collect();
+                if !deps.iter().all(|st| st.is_terminal()) {
+                    return false;
+                }
+                let run_it = match d.when {
+                    When::Success => deps.iter().all(|st| *st == StepStatus::Succeeded),
+                    When::Failure => deps.iter().any(|st| st.is_failure()),
+                    When::Always => true,
+                };
+                if run_it {
+                    self.start_attempt(d);
+                } else {
+                    let s = self.st(&d.id);
+                    s.status = StepStatus::Skipped;
+                    s.completed_at = Some(now);
+                    let why = match d.when {
+                        When::Failure => "no dependency failed",
+                        _ => "a dependency did not succeed",
+                    };
+                    self.log(
+                        SYSTEM,
+                        "step.skipped",
+                        Some(&d.id),
+                        None,
+                        format!("step {} skipped: {why}", d.id),
+                        Value::Null,
+                    );
+                }
+                true
+            }
+            StepStatus::Retrying if s.timer_at.is_some_and(|t| now >= t) => {
+                self.start_attempt(d);
+                true
+            }
+            StepStatus::Running => self.advance_running(d),
+            StepStatus::Waiting => self.advance_waiting(d),
+            _ => false,
+        }
+    }
+
+    fn advance_running(&mut self, d: &StepDef) -> bool {
+        let now = self.now;
+        let tick = self.tick;
+        let Some(s) = self.run.steps.get(&d.id) else {
+            return false;
+        };
+        if s.deadline.is_some_and(|t| now >= t) {
+            let timeout = d.timeout.as_ref().map(|t| t.to_string()).unwrap_or_default();
+            self.kill_current_agent(&d.id, false);
+            self.fail_attempt(&d.id, format!("timed out after {timeout}"), true);
+            return true;
+        }
+        let attempt = s.attempt;
+        match &d.action {
+            StepAction::Wait(_) => {
+                if s.timer_at.is_some_and(|t| now >= t) {
+                    self.st(&d.id).timer_at = None;
+                    self.succeed_step(&d.id, Value::Null);
+                    return true;
+                }
+                false
+            }
+            StepAction::Agent(action) => {
+                let Some(a) = s.agent.clone() else {
+                    return false;
+                };
+                match a.upstream_run_id {
+                    None if tick && s.timer_at.is_some_and(|t| now >= t) => {
+                        // The start's outcome was never recorded (a crash, a lost message):
+                        // ask again; the adapter finds an existing run by session name first.
+                        self.st(&d.id).timer_at = Some(now + REISSUE_AFTER_MS);
+                        let spec = self.agent_spec(d, action, attempt, a.session_id.clone());
+                        match spec {
+                            Ok(spec) => self.effects.push(Effect::StartAgent {
+                                step: d.id.clone(),
+                                attempt,
+                                spec,
+                            }),
+                            Err(e) => self.fail_attempt(&d.id, e, false),
+                        }
+                        true
+                    }
+                    Some(upstream)
+                        if tick
+                            && a.next_poll_at.is_some_and(|t| now >= t + POLL_LOST_AFTER_MS) =>
+                    {
+                        if let Some(ag) = self.st(&d.id).agent.as_mut() {
+                            ag.next_poll_at = Some(now + ag.poll_interval_ms as i64);
+                        }
+                        self.effects.push(Effect::PollAgent {
+                            step: d.id.clone(),
+                            attempt,
+                            upstream_run_id: upstream,
+                            poll: a.polls,
+                            delay_ms: 0,
+                        });
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            StepAction::Http(_) | StepAction::Notify(_) => {
+                if tick && s.effect_pending && s.timer_at.is_some_and(|t| now >= t) {
+                    self.st(&d.id).timer_at = Some(now + REISSUE_AFTER_MS);
+                    match self.side_effect(d, attempt) {
+                        Ok(Some(e)) => self.effects.push(e),
+                        Ok(None) => {}
+                        Err(e) => self.fail_attempt(&d.id, e, false),
+                    }
+                    return true;
+                }
+                false
+            }
+            StepAction::Approval(_) => false,
+        }
+    }
+
+    fn advance_waiting(&mut self, d: &StepDef) -> bool {
+        let now = self.now;
+        let Some(approval) = self.run.steps.get(&d.id).and_then(|s| s.approval.clone()) else {
+            return false;
+        };
+        if approval.status != ApprovalStatus::Pending
+            || approval.expires_at.is_none_or(|t| now < t)
+        {
+            return false;
+        }
+        let StepAction::Approval(action) = &d.action else {
+            return false;
+        };
+        let on_expiry = if action.on_expiry == OnExpiry::Escalate && approval.escalated {
+            OnExpiry::Reject
+        } else {
+            action.on_expiry
+        };
+        match on_expiry {
+            OnExpiry::Escalate => {
+                let expires_at = action.expires_in.as_ref().map(|e| now + e.millis_i64());
+                let mut approvers = approval.approvers.clone();
+                for a in &action.escalate_to {
+                    if !approvers.contains(a) {
+                        approvers.push(a.clone());
+                    }
+                }
+                if let Some(a) = self.st(&d.id).approval.as_mut() {
+                    a.escalated = true;
+                    a.expires_at = expires_at;
+                    a.approvers = approvers.clone();
+                }
+                self.effects.push(Effect::RequestApproval {
+                    step: d.id.clone(),
+                    approval_id: approval.id.clone(),
+                    message: approval.message.clone(),
+                    approvers: action.escalate_to.clone(),
+                    required: approval.required,
+                    expires_at,
+                    slack_channel: action.slack_channel.clone(),
+                });
+                self.log(
+                    SYSTEM,
+                    "approval.escalated",
+                    Some(&d.id),
+                    None,
+                    format!("approval {} escalated to {}", approval.id, action.escalate_to.join(", ")),
+                    json!({"escalate_to": action.escalate_to}),
+                );
+            }
+            OnExpiry::Approve => {
+                if let Some(a) = self.st(&d.id).approval.as_mut() {
+                    a.status = ApprovalStatus::Expired;
+                }
+                self.close_approval(&d.id, &approval.id, ApprovalStatus::Expired);
+                self.log(
+                    SYSTEM,
+                    "approval.expired",
+                    Some(&d.id),
+                    None,
+                    format!("approval {} expired; approved by policy", approval.id),
+                    json!({"on_expiry": "approve"}),
+                );
+                self.succeed_step(&d.id, json!({"approved": true, "expired": true}));
+            }
+            OnExpiry::Reject => {
+                if let Some(a) = self.st(&d.id).approval.as_mut() {
+                    a.status = ApprovalStatus::Expired;
+                }
+                self.close_approval(&d.id, &approval.id, ApprovalStatus::Expired);
+                self.log(
+                    SYSTEM,
+                    "approval.expired",
+                    Some(&d.id),
+                    None,
+                    format!("approval {} expired without a decision", approval.id),
+                    json!({"on_expiry": "reject"}),
+                );
+                self.fail_final(&d.id, "approval expired without a decision".into(), true);
+            }
+        }
+        true
+    }
+
+    // ----- step transitions --------------------------------------------------------------
+
+    fn tctx(&self) -> TemplateContext<'_> {
+        TemplateContext {
+            run_id: &self.run.id,
+            workflow_id: &self.run.workflow_id,
+            inputs: &self.run.inputs,
+            steps: &self.run.steps,
+        }
+    }
+
+    fn render(&self, text: &str) -> Result<String, String> {
+        template::render(text, &self.tctx()).map_err(|e| e.to_string())
+    }
+
+    fn render_opt(&self, text: &Option<String>) -> Result<Option<String>, String> {
+        text.as_ref()
+            .map(|t| self.render(t))
+            .transpose()
+            .map(|o| o.filter(|s| !s.is_empty()))
+    }
+
+    fn agent_spec(
+        &self,
+        d: &StepDef,
+        a: &AgentAction,
+        attempt: u32,
+        session_id: Option<String>,
+    ) -> Result<AgentStartSpec, String> {
+        Ok(AgentStartSpec {
+            workflow: a.workflow.clone(),
+            message: self.render(&a.message)?,
+            max_turns: a.max_turns,
+            session_name: session_name(&self.run.id, &d.id, attempt),
+            session_id,
+            repository_url: self.render_opt(&a.repository_url)?,
+            git_branch: self.render_opt(&a.git_branch)?,
+            timeout_secs: d
+                .timeout
+                .as_ref()
+                .map(|t| (t.as_millis() / 1000).clamp(AGENT_TIMEOUT_SECS.0, AGENT_TIMEOUT_SECS.1)),
+        })
+    }
+
+    /// The agent conversation a step continues: the latest captured session of an earlier step
+    /// naming the same `session`.
+    fn shared_session(&self, d: &StepDef, a: &AgentAction) -> Option<String> {
+        let key = a.session.as_ref()?;
+        self.def
+            .steps
+            .iter()
+            .filter(|o| o.id != d.id)
+            .filter(|o| matches!(&o.action, StepAction::Agent(oa) if oa.session.as_ref() == Some(key)))
+            .filter_map(|o| {
+                let s = self.run.steps.get(&o.id)?;
+                Some((s.completed_at.unwrap_or(0), s.agent.as_ref()?.session_id.clone()?))
+            })
+            .max_by_key(|(at, _)| *at)
+            .map(|(_, id)| id)
+    }
+
+    fn side_effect(&self, d: &StepDef, attempt: u32) -> Result<Option<Effect>, String> {
+        Ok(match &d.action {
+            StepAction::Http(h) => Some(self.http_effect(&d.id, attempt, h)?),
+            StepAction::Notify(n) => Some(self.notify_effect(&d.id, attempt, n)?),
+            _ => None,
+        })
+    }
+
+    fn http_effect(&self, step: &str, attempt: u32, h: &HttpAction) -> Result<Effect, String> {
+        let ctx = self.tctx();
+        let headers = h
+            .headers
+            .iter()
+            .map(|(k, v)| Ok((k.clone(), self.render(v)?)))
+            .collect::<Result<_, String>>()?;
+        let body = h
+            .body
+            .as_ref()
+            .map(|b| template::render_value(b, &ctx).map_err(|e| e.to_string()))
+            .transpose()?;
+        Ok(Effect::CallHttp {
+            step: step.to_string(),
+            attempt,
+            method: h.method,
+            url: self.render(&h.url)?,
+            headers,
+            body,
+            expect_status: h.expect_status.clone(),
+        })
+    }
+
+    fn notify_effect(&self, step: &str, attempt: u32, n: &NotifyAction) -> Result<Effect, String> {
+        Ok(Effect::Notify {
+            step: step.to_string(),
+            attempt,
+            message: self.render(&n.message)?,
+            slack_channel: n.slack_channel.clone(),
+            webhook_url: n.webhook_url.clone(),
+        })
+    }
+
+    fn start_attempt(&mut self, d: &StepDef) {
+        let now = self.now;
+        let (attempt, prev_cost) = {
+            let s = self.st(&d.id);
+            s.attempt += 1;
+            if s.started_at.is_none() || s.attempt == s.attempts_before + 1 {
+                s.started_at = Some(now);
+            }
+            s.attempt_started_at = Some(now);
+            s.deadline = d.timeout.as_ref().map(|t| now + t.millis_i64());
+            s.timer_at = None;
+            s.completed_at = None;
+            s.output = None;
+            s.effect_pending = false;
+            let prev = s
+                .agent
+                .as_ref()
+                .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
+                .unwrap_or(0.0);
+            (s.attempt, prev)
+        };
+        self.log(
+            SYSTEM,
+            "step.started",
+            Some(&d.id),
+            Some(attempt),
+            format!("step {} started (attempt {attempt})", d.id),
+            json!({"kind": d.kind().as_str()}),
+        );
+        let result: Result<(), String> = match &d.action {
+            StepAction::Agent(a) => {
+                let session_id = self.shared_session(d, a);
+                match self.agent_spec(d, a, attempt, session_id.clone()) {
+                    Ok(spec) => {
+                        let s = self.st(&d.id);
+                        s.status = StepStatus::Running;
+                        s.timer_at = Some(now + REISSUE_AFTER_MS);
+                        s.agent = Some(AgentProgress {
+                            session_name: spec.session_name.clone(),
+                            session_id,
+                            max_turns: a.max_turns,
+                            previous_attempts_cost_usd: prev_cost,
+                            ..AgentProgress::default()
+                        });
+                        self.effects.push(Effect::StartAgent {
+                            step: d.id.clone(),
+                            attempt,
+                            spec,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            StepAction::Approval(a) => self.open_approval(d, a, attempt),
+            StepAction::Http(_) | StepAction::Notify(_) => match self.side_effect(d, attempt) {
+                Ok(Some(effect)) => {
+                    let s = self.st(&d.id);
+                    s.status = StepStatus::Running;
+                    s.effect_pending = true;
+                    s.timer_at = Some(now + REISSUE_AFTER_MS);
+                    self.effects.push(effect);
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            },
+            StepAction::Wait(w) => {
+                let s = self.st(&d.id);
+                s.status = StepStatus::Running;
+                s.timer_at = Some(now + w.duration.millis_i64());
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            self.st(&d.id).status = StepStatus::Running;
+            self.fail_attempt(&d.id, format!("could not prepare the step: {e}"), false);
+        }
+    }
+
+    fn open_approval(&mut self, d: &StepDef, a: &ApprovalAction, attempt: u32) -> Result<(), String> {
+        let message = self.render(&a.message)?;
+        let now = self.now;
+        let id = approval_id(&self.run.id, &d.id, attempt);
+        let expires_at = a.expires_in.as_ref().map(|e| now + e.millis_i64());
+        let s = self.st(&d.id);
+        s.status = StepStatus::Waiting;
+        s.approval = Some(ApprovalState {
+            id: id.clone(),
+            status: ApprovalStatus::Pending,
+            message: message.clone(),
+            approvers: a.approvers.clone(),
+            required: a.required.max(1),
+            requested_at: now,
+            expires_at,
+            decisions: Vec::new(),
+            escalated: false,
+        });
+        self.effects.push(Effect::RequestApproval {
+            step: d.id.clone(),
+            approval_id: id.clone(),
+            message,
+            approvers: a.approvers.clone(),
+            required: a.required.max(1),
+            expires_at,
+            slack_channel: a.slack_channel.clone(),
+        });
+        let data = json!({"approval_id": id, "approvers": a.approvers, "required": a.required});
+        self.log(
+            SYSTEM,
+            "approval.requested",
+            Some(&d.id),
+            Some(attempt),
+            format!("approval {id} requested"),
+            data.clone(),
+        );
+        self.emit("approval.requested", Some(&d.id), data);
+        Ok(())
+    }
+
+    fn kill_current_agent(&mut self, step: &str, force: bool) {
+        let s = self.st(step);
+        let attempt = s.attempt;
+        if let Some(a) = s.agent.as_mut() {
+            a.next_poll_at = None;
+            let effect = Effect::KillAgent {
+                step: step.to_string(),
+                attempt,
+                upstream_run_id: a.upstream_run_id.clone(),
+                session_name: a.session_name.clone(),
+                force,
+            };
+            self.effects.push(effect);
+        }
+    }
+
+    fn succeed_step(&mut self, id: &str, output: Value) {
+        let now = self.now;
+        self.run.completion_seq += 1;
+        let seq = self.run.completion_seq;
+        let s = self.st(id);
+        s.status = StepStatus::Succeeded;
+        s.completed_at = Some(now);
+        s.deadline = None;
+        s.timer_at = None;
+        s.error = None;
+        s.completion_seq = Some(seq);
+        s.output = (!output.is_null()).then_some(output);
+        let attempt = s.attempt;
+        self.log(
+            SYSTEM,
+            "step.succeeded",
+            Some(id),
+            Some(attempt),
+            format!("step {id} succeeded"),
+            Value::Null,
+        );
+        self.emit("step.completed", Some(id), json!({"attempt": attempt}));
+    }
+
+    /// An attempt failed: retry if the policy allows, else fail the step.
+    fn fail_attempt(&mut self, id: &str, error: String, timed_out: bool) {
+        let Some(d) = self.def.step(id) else { return };
+        let now = self.now;
+        let s = self.st(id);
+        let tries = s.attempt.saturating_sub(s.attempts_before);
+        let max = d.retry.as_ref().map(|r| r.max_attempts).unwrap_or(1);
+        if tries < max {
+            let delay = d
+                .retry
+                .as_ref()
+                .map(|r| r.delay_before(tries + 1))
+                .unwrap_or(0);
+            s.status = StepStatus::Retrying;
+            s.timer_at = Some(now + delay);
+            s.deadline = None;
+            s.error = Some(error.clone());
+            s.effect_pending = false;
+            if let Some(a) = s.agent.as_mut() {
+                a.next_poll_at = None;
+            }
+            let attempt = s.attempt;
+            self.log(
+                SYSTEM,
+                "step.retrying",
+                Some(id),
+                Some(attempt),
+                format!("attempt {attempt} of step {id} failed ({error}); retrying in {delay} ms"),
+                json!({"error": error, "delay_ms": delay, "timed_out": timed_out}),
+            );
+        } else {
+            self.fail_final(id, error, timed_out);
+        }
+    }
+
+    /// The step failed for good (no retry); fail the run unless the step may fail.
+    fn fail_final(&mut self, id: &str, error: String, timed_out: bool) {
+        let Some(d) = self.def.step(id) else { return };
+        let now = self.now;
+        let status = if timed_out {
+            StepStatus::TimedOut
+        } else {
+            StepStatus::Failed
+        };
+        let s = self.st(id);
+        s.status = status;
+        s.completed_at = Some(now);
+        s.deadline = None;
+        s.timer_at = None;
+        s.effect_pending = false;
+        s.error = Some(error.clone());
+        if let Some(a) = s.agent.as_mut() {
+            a.next_poll_at = None;
+        }
+        let attempt = s.attempt;
+        self.log(
+            SYSTEM,
+            &format!("step.{status}"),
+            Some(id),
+            Some(attempt),
+            format!("step {id} {status}: {error}"),
+            json!({"error": error}),
+        );
+        self.emit("step.failed", Some(id), json!({"error": error}));
+        if !d.continue_on_failure {
+            let ids: Vec<String> = self.def.steps.iter().map(|s| s.id.clone()).collect();
+            for other in ids {
+                if other != id {
+                    self.stop_step(&other, StepStatus::Cancelled, "another step failed", false);
+                }
+            }
+            self.fail_run(RunStatus::Failed, format!("step {id} {status}: {error}"));
+        }
+    }
+
+    // ----- run transitions ---------------------------------------------------------------
+
+    fn complete_run(&mut self) {
+        let ctx = self.tctx();
+        let mut outputs = serde_json::Map::new();
+        for (name, t) in &self.def.outputs {
+            let v = template::render(t, &ctx).unwrap_or_default();
+            outputs.insert(name.clone(), Value::String(v));
+        }
+        self.run.outputs = outputs;
+        self.end_run(RunStatus::Succeeded, None);
+    }
+
+    /// The run failed or timed out: compensate finished steps first, if any can be.
+    fn fail_run(&mut self, status: RunStatus, error: String) {
+        self.run.error = Some(error);
+        self.begin_compensation(status);
+    }
+
+    fn compensable(&self) -> Vec<String> {
+        let mut steps: Vec<(u64, String)> = self
+            .def
+            .steps
+            .iter()
+            .filter(|d| d.compensate.is_some())
+            .filter_map(|d| {
+                let s = self.run.steps.get(&d.id)?;
+                (s.status == StepStatus::Succeeded && s.compensation.is_none())
+                    .then(|| (s.completion_seq.unwrap_or(0), d.id.clone()))
+            })
+            .collect();
+        steps.sort_by_key(|s| std::cmp::Reverse(s.0));
+        steps.into_iter().map(|(_, id)| id).collect()
+    }
+
+    fn begin_compensation(&mut self, final_status: RunStatus) {
+        let todo = self.compensable();
+        if todo.is_empty() {
+            self.end_run(final_status, None);
+            return;
+        }
+        for id in &todo {
+            self.st(id).compensation = Some(CompensationState {
+                status: CompensationStatus::Pending,
+                error: None,
+            });
+        }
+        self.run.status = RunStatus::Compensating;
+        self.run.final_status = Some(final_status);
+        self.log(
+            SYSTEM,
+            "run.compensating",
+            None,
+            None,
+            format!("compensating steps, newest first: {}", todo.join(", ")),
+            json!({"steps": todo}),
+        );
+    }
+
+    /// Run compensations one at a time, newest completion first.
+    fn advance_compensation(&mut self) -> bool {
+        let now = self.now;
+        let tick = self.tick;
+        let mut order: Vec<(u64, String)> = self
+            .run
+            .steps
+            .iter()
+            .filter_map(|(id, s)| {
+                let c = s.compensation.as_ref()?;
+                matches!(c.status, CompensationStatus::Pending | CompensationStatus::Running)
+                    .then(|| (s.completion_seq.unwrap_or(0), id.clone()))
+            })
+            .collect();
+        order.sort_by_key(|s| std::cmp::Reverse(s.0));
+        let Some((_, next)) = order.first().cloned() else {
+            let status = self.run.final_status.take().unwrap_or(RunStatus::Failed);
+            self.end_run(status, None);
+            return true;
+        };
+        let Some(action) = self.def.step(&next).and_then(|d| d.compensate.clone()) else {
+            return false;
+        };
+        let state = self.run.steps.get(&next).cloned().unwrap_or_default();
+        let status = state
+            .compensation
+            .as_ref()
+            .map(|c| c.status)
+            .unwrap_or(CompensationStatus::Pending);
+        let issue = match status {
+            CompensationStatus::Pending => true,
+            CompensationStatus::Running => tick && state.timer_at.is_some_and(|t| now >= t),
+            _ => false,
+        };
+        if !issue {
+            return false;
+        }
+        let rendered = match self.render_action(&action) {
+            Ok(a) => a,
+            Err(e) => {
+                self.st(&next).compensation = Some(CompensationState {
+                    status: CompensationStatus::Failed,
+                    error: Some(e.clone()),
+                });
+                self.log(SYSTEM, "compensation.failed", Some(&next), None, e, Value::Null);
+                return true;
+            }
+        };
+        let s = self.st(&next);
+        s.compensation = Some(CompensationState {
+            status: CompensationStatus::Running,
+            error: None,
+        });
+        s.timer_at = Some(now + REISSUE_AFTER_MS);
+        if status == CompensationStatus::Pending {
+            self.log(
+                SYSTEM,
+                "compensation.started",
+                Some(&next),
+                None,
+                format!("compensating step {next}"),
+                json!({"kind": action.kind().as_str()}),
+            );
+        }
+        self.effects.push(Effect::Compensate {
+            step: next,
+            action: rendered,
+        });
+        true
+    }
+
+    /// A compensation action with its templates filled in.
+    fn render_action(&self, action: &StepAction) -> Result<StepAction, String> {
+        let ctx = self.tctx();
+        Ok(match action {
+            StepAction::Agent(a) => StepAction::Agent(AgentAction {
+                message: self.render(&a.message)?,
+                repository_url: self.render_opt(&a.repository_url)?,
+                git_branch: self.render_opt(&a.git_branch)?,
+                ..a.clone()
+            }),
+            StepAction::Http(h) => StepAction::Http(HttpAction {
+                url: self.render(&h.url)?,
+                headers: h
+                    .headers
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.render(v)?)))
+                    .collect::<Result<_, String>>()?,
+                body: h
+                    .body
+                    .as_ref()
+                    .map(|b| template::render_value(b, &ctx).map_err(|e| e.to_string()))
+                    .transpose()?,
+                ..h.clone()
+            }),
+            StepAction::Notify(n) => StepAction::Notify(NotifyAction {
+                message: self.render(&n.message)?,
+                ..n.clone()
+            }),
+            other => other.clone(),
+        })
+    }
+
+    fn end_run(&mut self, status: RunStatus, error: Option<String>) {
+        if error.is_some() {
+            self.run.error = error;
+        }
+        self.run.status = status;
+        self.run.completed_at = Some(self.now);
+        self.run.final_status = None;
+        let event = match status {
+            RunStatus::Succeeded => "run.completed",
+            RunStatus::Cancelled => "run.cancelled",
+            _ => "run.failed",
+        };
+        let actor = match (status, &self.run.cancel) {
+            (RunStatus::Cancelled, Some(c)) => c.by.clone(),
+            _ => SYSTEM.to_string(),
+        };
+        let data = json!({"status": status, "error": self.run.error, "outputs": self.run.outputs});
+        self.log(
+            &actor,
+            event,
+            None,
+            None,
+            format!(
+                "run {status}{}",
+                self.run
+                    .error
+                    .as_ref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            data.clone(),
+        );
+        self.emit(event, None, data);
+    }
+}
+
+/// The deterministic agent session name of one step attempt: the intent record that lets a
+/// restarted poller find the run it may already have started.
+pub fn session_name(run_id: &str, step: &str, attempt: u32) -> String {
+    format!("flowgate-{run_id}-{step}-{attempt}")
+}
+
+/// Approval ids are deterministic per step attempt so repeated requests name the same gate.
+pub fn approval_id(run_id: &str, step: &str, attempt: u32) -> String {
+    format!("{run_id}.{step}.{attempt}")
+}
+
+fn next_interval(current: u64) -> u64 {
+    let base = if current == 0 { POLL_INITIAL_MS } else { current };
+    ((base as f64 * POLL_FACTOR) as u64).min(POLL_MAX_MS)
+}
+
+/// The earliest moment a `Tick` must be delivered for a timer (retry, timeout, wait, expiry,
+/// cancel grace, run deadline). Polls and re-issues have their own messages and are not here.
+pub fn next_timer(run: &Run) -> Option<Millis> {
+    let mut t: Option<Millis> = None;
+    let mut take = |x: Option<Millis>| {
+        if let Some(x) = x {
+            t = Some(t.map_or(x, |t| t.min(x)));
+        }
+    };
+    match run.status {
+        RunStatus::Running => {
+            take(run.deadline);
+            for s in run.steps.values() {
+                match s.status {
+                    StepStatus::Retrying => take(s.timer_at),
+                    StepStatus::Running => {
+                        take(s.deadline);
+                        if s.agent.is_none() && !s.effect_pending {
+                            take(s.timer_at); // a wait step ending
+                        }
+                    }
+                    StepStatus::Waiting => take(s.approval.as_ref().and_then(|a| a.expires_at)),
+                    _ => {}
+                }
+            }
+        }
+        RunStatus::Cancelling => take(run.cancel.as_ref().map(|c| c.force_at)),
+        _ => {}
+    }
+    t
+}
+
+/// When the run next needs attention: its next timer, or the moment an outstanding effect is
+/// presumed lost. The sweeper re-enqueues runs past this.
+pub fn wake_at(run: &Run) -> Option<Millis> {
+    let mut t = next_timer(run);
+    let mut take = |x: Option<Millis>| {
+        if let Some(x) = x {
+            t = Some(t.map_or(x, |t| t.min(x)));
+        }
+    };
+    match run.status {
+        RunStatus::Running => {
+            for s in run.steps.values() {
+                if s.status != StepStatus::Running {
+                    continue;
+                }
+                if let Some(a) = &s.agent {
+                    if a.upstream_run_id.is_none() {
+                        take(s.timer_at);
+                    } else {
+                        take(a.next_poll_at.map(|p| p + POLL_LOST_AFTER_MS));
+                    }
+                } else if s.effect_pending {
+                    take(s.timer_at);
+                }
+            }
+        }
+        RunStatus::Compensating => {
+            let running = run.steps.values().find(|s| {
+                s.compensation
+                    .as_ref()
+                    .is_some_and(|c| c.status == CompensationStatus::Running)
+            });
+            match running {
+                Some(s) => take(s.timer_at),
+                None => take(Some(run.updated_at)),
+            }
+        }
+        RunStatus::Pending => take(Some(run.created_at)),
+        _ => {}
+    }
+    t
+}
