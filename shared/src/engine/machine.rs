@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::types::*;
 use crate::definition::{
-    AgentAction, ApprovalAction, HttpAction, NotifyAction, OnExpiry, StepAction, StepDef,
-    WorkflowDefinition, When,
+    AgentAction, ApprovalAction, HttpAction, NotifyAction, OnExpiry, StepAction, StepDef, When,
+    WorkflowDefinition,
 };
 use crate::model::*;
 use crate::template::{self, TemplateContext};
@@ -152,7 +152,9 @@ impl Cx<'_> {
                 error,
             } => {
                 if self.is_current(step, *attempt, StepStatus::Running)
-                    && self.agent_of(step).is_some_and(|a| a.upstream_run_id.is_none())
+                    && self
+                        .agent_of(step)
+                        .is_some_and(|a| a.upstream_run_id.is_none())
                 {
                     self.fail_attempt(step, format!("agent run could not start: {error}"), false);
                 }
@@ -164,7 +166,11 @@ impl Cx<'_> {
                 observation,
             } => self.on_agent_observed(step, *attempt, *poll, observation),
             Event::AgentKilled { step, attempt } => {
-                if self.run.steps.get(step).is_some_and(|s| s.attempt == *attempt)
+                if self
+                    .run
+                    .steps
+                    .get(step)
+                    .is_some_and(|s| s.attempt == *attempt)
                     && let Some(a) = self.st(step).agent.as_mut()
                     && a.kill_requested
                 {
@@ -287,7 +293,10 @@ impl Cx<'_> {
             "run.started",
             None,
             None,
-            format!("run of {} v{} started", self.run.workflow_id, self.run.workflow_version),
+            format!(
+                "run of {} v{} started",
+                self.run.workflow_id, self.run.workflow_version
+            ),
             data.clone(),
         );
         self.emit("run.started", None, data);
@@ -429,17 +438,12 @@ impl Cx<'_> {
         decision: ApprovalDecision,
         comment: Option<&str>,
     ) -> Result<(), Rejection> {
-        let Some((step_id, approval)) = self
-            .run
-            .steps
-            .iter()
-            .find_map(|(id, s)| {
-                s.approval
-                    .as_ref()
-                    .filter(|a| a.id == approval_id)
-                    .map(|a| (id.clone(), a.clone()))
-            })
-        else {
+        let Some((step_id, approval)) = self.run.steps.iter().find_map(|(id, s)| {
+            s.approval
+                .as_ref()
+                .filter(|a| a.id == approval_id)
+                .map(|a| (id.clone(), a.clone()))
+        }) else {
             return Err(Rejection::UnknownApproval(approval_id.to_string()));
         };
         if approval.decisions.iter().any(|d| d.by == by) {
@@ -475,9 +479,7 @@ impl Cx<'_> {
             + u32::from(decision == ApprovalDecision::Approve);
         let new_status = match decision {
             ApprovalDecision::Reject => ApprovalStatus::Rejected,
-            ApprovalDecision::Approve if approvals >= approval.required => {
-                ApprovalStatus::Approved
-            }
+            ApprovalDecision::Approve if approvals >= approval.required => ApprovalStatus::Approved,
             ApprovalDecision::Approve => ApprovalStatus::Pending,
         };
         if let Some(a) = self.st(&step_id).approval.as_mut() {
@@ -689,7 +691,9 @@ impl Cx<'_> {
                     return Err(Rejection::UnknownStep(id.to_string()));
                 };
                 let running = s.status == StepStatus::Running
-                    && s.agent.as_ref().is_some_and(|a| a.upstream_run_id.is_some());
+                    && s.agent
+                        .as_ref()
+                        .is_some_and(|a| a.upstream_run_id.is_some());
                 if !running {
                     return Err(Rejection::StepNotRunning {
                         step: id.to_string(),
@@ -706,7 +710,9 @@ impl Cx<'_> {
                 .find(|id| {
                     self.run.steps.get(*id).is_some_and(|s| {
                         s.status == StepStatus::Running
-                            && s.agent.as_ref().is_some_and(|a| a.upstream_run_id.is_some())
+                            && s.agent
+                                .as_ref()
+                                .is_some_and(|a| a.upstream_run_id.is_some())
                     })
                 })
                 .map(str::to_string)
@@ -956,7 +962,11 @@ impl Cx<'_> {
             return false;
         };
         if s.deadline.is_some_and(|t| now >= t) {
-            let timeout = d.timeout.as_ref().map(|t| t.to_string()).unwrap_or_default();
+            let timeout = d
+                .timeout
+                .as_ref()
+                .map(|t| t.to_string())
+                .unwrap_or_default();
             self.kill_current_agent(&d.id, false);
             self.fail_attempt(&d.id, format!("timed out after {timeout}"), true);
             return true;
@@ -993,7 +1003,8 @@ impl Cx<'_> {
                     }
                     Some(upstream)
                         if tick
-                            && a.next_poll_at.is_some_and(|t| now >= t + POLL_LOST_AFTER_MS) =>
+                            && a.next_poll_at
+                                .is_some_and(|t| now >= t + POLL_LOST_AFTER_MS) =>
                     {
                         if let Some(ag) = self.st(&d.id).agent.as_mut() {
                             ag.next_poll_at = Some(now + ag.poll_interval_ms as i64);
@@ -1031,8 +1042,7 @@ impl Cx<'_> {
         let Some(approval) = self.run.steps.get(&d.id).and_then(|s| s.approval.clone()) else {
             return false;
         };
-        if approval.status != ApprovalStatus::Pending
-            || approval.expires_at.is_none_or(|t| now < t)
+        if approval.status != ApprovalStatus::Pending || approval.expires_at.is_none_or(|t| now < t)
         {
             return false;
         }
@@ -1072,7 +1082,11 @@ impl Cx<'_> {
                     "approval.escalated",
                     Some(&d.id),
                     None,
-                    format!("approval {} escalated to {}", approval.id, action.escalate_to.join(", ")),
+                    format!(
+                        "approval {} escalated to {}",
+                        approval.id,
+                        action.escalate_to.join(", ")
+                    ),
                     json!({"escalate_to": action.escalate_to}),
                 );
             }
@@ -1162,10 +1176,15 @@ impl Cx<'_> {
             .steps
             .iter()
             .filter(|o| o.id != d.id)
-            .filter(|o| matches!(&o.action, StepAction::Agent(oa) if oa.session.as_ref() == Some(key)))
+            .filter(
+                |o| matches!(&o.action, StepAction::Agent(oa) if oa.session.as_ref() == Some(key)),
+            )
             .filter_map(|o| {
                 let s = self.run.steps.get(&o.id)?;
-                Some((s.completed_at.unwrap_or(0), s.agent.as_ref()?.session_id.clone()?))
+                Some((
+                    s.completed_at.unwrap_or(0),
+                    s.agent.as_ref()?.session_id.clone()?,
+                ))
             })
             .max_by_key(|(at, _)| *at)
             .map(|(_, id)| id)
@@ -1292,7 +1311,12 @@ impl Cx<'_> {
         }
     }
 
-    fn open_approval(&mut self, d: &StepDef, a: &ApprovalAction, attempt: u32) -> Result<(), String> {
+    fn open_approval(
+        &mut self,
+        d: &StepDef,
+        a: &ApprovalAction,
+        attempt: u32,
+    ) -> Result<(), String> {
         let message = self.render(&a.message)?;
         let now = self.now;
         let id = approval_id(&self.run.id, &d.id, attempt);
@@ -1516,8 +1540,11 @@ impl Cx<'_> {
             .iter()
             .filter_map(|(id, s)| {
                 let c = s.compensation.as_ref()?;
-                matches!(c.status, CompensationStatus::Pending | CompensationStatus::Running)
-                    .then(|| (s.completion_seq.unwrap_or(0), id.clone()))
+                matches!(
+                    c.status,
+                    CompensationStatus::Pending | CompensationStatus::Running
+                )
+                .then(|| (s.completion_seq.unwrap_or(0), id.clone()))
             })
             .collect();
         order.sort_by_key(|s| std::cmp::Reverse(s.0));
@@ -1550,7 +1577,14 @@ impl Cx<'_> {
                     status: CompensationStatus::Failed,
                     error: Some(e.clone()),
                 });
-                self.log(SYSTEM, "compensation.failed", Some(&next), None, e, Value::Null);
+                self.log(
+                    SYSTEM,
+                    "compensation.failed",
+                    Some(&next),
+                    None,
+                    e,
+                    Value::Null,
+                );
                 return true;
             }
         };
@@ -1657,7 +1691,11 @@ pub fn approval_id(run_id: &str, step: &str, attempt: u32) -> String {
 }
 
 fn next_interval(current: u64) -> u64 {
-    let base = if current == 0 { POLL_INITIAL_MS } else { current };
+    let base = if current == 0 {
+        POLL_INITIAL_MS
+    } else {
+        current
+    };
     ((base as f64 * POLL_FACTOR) as u64).min(POLL_MAX_MS)
 }
 
