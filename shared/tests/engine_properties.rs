@@ -17,7 +17,7 @@ use flowgate_shared::definition::{
     WaitAction, When, WorkflowDefinition,
 };
 use flowgate_shared::duration::DurationSpec;
-use flowgate_shared::engine::{AgentObservation, Effect, Event, decide};
+use flowgate_shared::engine::{AgentObservation, Decision, Effect, Event, decide_mut};
 use flowgate_shared::model::{
     AgentRunStatus, ApprovalDecision, ApprovalStatus, Millis, Run, RunStatus, StepStatus,
 };
@@ -157,8 +157,27 @@ struct World {
 impl World {
     fn apply(&mut self, event: &Event) {
         let before = self.run.clone();
-        let Ok(d) = decide(&before, &self.def, event, self.now) else {
-            return; // refused commands change nothing (checked in transcripts)
+        let mut next = before.clone();
+        let d = match decide_mut(&mut next, &self.def, event, self.now) {
+            Ok(changes) => {
+                // The change flag is exact: it says "changed" iff the run differs.
+                let mut same_clock = next.clone();
+                same_clock.updated_at = before.updated_at;
+                assert_eq!(
+                    changes.changed,
+                    same_clock != before,
+                    "change flag wrong for {event:?}"
+                );
+                Decision {
+                    run: next,
+                    effects: changes.effects,
+                    audit: changes.audit,
+                }
+            }
+            Err(_) => {
+                assert_eq!(next, before, "a refused command changed the run: {event:?}");
+                return;
+            }
         };
         self.decisions += 1;
         // Audit sequence is contiguous.

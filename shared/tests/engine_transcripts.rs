@@ -11,6 +11,8 @@ use support::*;
 
 const DIAMOND: &str = r#"
 id: diamond
+inputs:
+  task: { type: string, default: "the feature" }
 steps:
   - id: plan
     kind: agent

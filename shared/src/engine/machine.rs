@@ -41,26 +41,59 @@ pub fn decide(
     event: &Event,
     now: Millis,
 ) -> Result<Decision, Rejection> {
+    let mut next = run.clone();
+    let changes = decide_mut(&mut next, def, event, now)?;
+    Ok(Decision {
+        run: next,
+        effects: changes.effects,
+        audit: changes.audit,
+    })
+}
+
+/// What [`decide_mut`] did to the run it was given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Changes {
+    pub effects: Vec<Effect>,
+    pub audit: Vec<AuditEntry>,
+    /// Whether the run changed (and so must be written). Exact: the property tests compare it
+    /// with a full before/after comparison.
+    pub changed: bool,
+}
+
+/// The same decision as [`decide`], made on the caller's run in place, without copying it.
+///
+/// On a [`Rejection`] the run is left exactly as it was: commands are checked before anything
+/// is touched.
+pub fn decide_mut(
+    run: &mut Run,
+    def: &WorkflowDefinition,
+    event: &Event,
+    now: Millis,
+) -> Result<Changes, Rejection> {
+    let before_timer = next_timer(run);
     let mut cx = Cx {
-        run: run.clone(),
+        run,
         def,
         now,
         effects: Vec::new(),
         audit: Vec::new(),
         tick: matches!(event, Event::Tick),
+        dirty: false,
     };
     cx.apply(event)?;
     cx.advance();
-    Ok(cx.finish(run))
+    Ok(cx.finish(before_timer))
 }
 
 struct Cx<'a> {
-    run: Run,
+    run: &'a mut Run,
     def: &'a WorkflowDefinition,
     now: Millis,
     effects: Vec<Effect>,
     audit: Vec<AuditEntry>,
     tick: bool,
+    /// Set by every write to the run (all of them go through `st` or `log`).
+    dirty: bool,
 }
 
 impl Cx<'_> {
@@ -87,6 +120,7 @@ impl Cx<'_> {
             data,
         });
         self.run.audit_seq += 1;
+        self.dirty = true;
     }
 
     fn emit(&mut self, event: &str, step: Option<&str>, data: Value) {
@@ -97,8 +131,14 @@ impl Cx<'_> {
         });
     }
 
+    /// Mutable access to a step's state; marks the run changed, so call it only to write.
     fn st(&mut self, id: &str) -> &mut StepState {
-        self.run.steps.entry(id.to_string()).or_default()
+        self.dirty = true;
+        // `entry` would allocate a key on every call; steps almost always exist already.
+        if !self.run.steps.contains_key(id) {
+            self.run.steps.insert(id.to_string(), StepState::default());
+        }
+        self.run.steps.get_mut(id).expect("inserted above")
     }
 
     fn status_of(&self, id: &str) -> StepStatus {
@@ -109,22 +149,25 @@ impl Cx<'_> {
             .unwrap_or(StepStatus::Pending)
     }
 
-    fn finish(mut self, before: &Run) -> Decision {
-        let before_timer = next_timer(before);
-        self.run.wake_at = wake_at(&self.run);
-        let timer = next_timer(&self.run);
+    fn finish(mut self, before_timer: Option<Millis>) -> Changes {
+        let wake = wake_at(self.run);
+        if wake != self.run.wake_at {
+            self.run.wake_at = wake;
+            self.dirty = true;
+        }
+        let timer = next_timer(self.run);
         if let Some(at) = timer
             && timer != before_timer
         {
             self.effects.push(Effect::ScheduleWake { at });
         }
-        if self.run != *before {
+        if self.dirty {
             self.run.updated_at = self.now;
         }
-        Decision {
-            run: self.run,
+        Changes {
             effects: self.effects,
             audit: self.audit,
+            changed: self.dirty,
         }
     }
 
@@ -166,13 +209,9 @@ impl Cx<'_> {
                 observation,
             } => self.on_agent_observed(step, *attempt, *poll, observation),
             Event::AgentKilled { step, attempt } => {
-                if self
-                    .run
-                    .steps
-                    .get(step)
-                    .is_some_and(|s| s.attempt == *attempt)
-                    && let Some(a) = self.st(step).agent.as_mut()
-                    && a.kill_requested
+                if self.run.steps.get(step).is_some_and(|s| {
+                    s.attempt == *attempt && s.agent.as_ref().is_some_and(|a| a.kill_requested)
+                }) && let Some(a) = self.st(step).agent.as_mut()
                 {
                     a.kill_requested = false;
                     self.log(
@@ -599,11 +638,18 @@ impl Cx<'_> {
     fn force_outstanding_kills(&mut self) {
         let ids: Vec<String> = self.run.steps.keys().cloned().collect();
         for id in ids {
+            let outstanding = self
+                .run
+                .steps
+                .get(&id)
+                .and_then(|s| s.agent.as_ref())
+                .is_some_and(|a| a.kill_requested);
+            if !outstanding {
+                continue;
+            }
             let s = self.st(&id);
             let attempt = s.attempt;
-            if let Some(a) = s.agent.as_mut()
-                && a.kill_requested
-            {
+            if let Some(a) = s.agent.as_mut() {
                 a.kill_requested = false;
                 let effect = Effect::KillAgent {
                     step: id.clone(),
@@ -620,10 +666,10 @@ impl Cx<'_> {
     /// Stop an unfinished step: kill its agent run, close its approval, mark it `status`.
     fn stop_step(&mut self, id: &str, status: StepStatus, why: &str, force: bool) {
         let now = self.now;
-        let s = self.st(id);
-        if s.status.is_terminal() {
+        if self.status_of(id).is_terminal() {
             return;
         }
+        let s = self.st(id);
         let was = s.status;
         let attempt = s.attempt;
         s.status = status;
@@ -910,18 +956,24 @@ impl Cx<'_> {
         let now = self.now;
         let Some(s) = self.run.steps.get(&d.id) else {
             self.run.steps.insert(d.id.clone(), StepState::default());
+            self.dirty = true;
             return true;
         };
         match s.status {
             StepStatus::Pending => {
-                let deps: Vec<StepStatus> =
-                    d.depends_on.iter().map(|dep| self.status_of(dep)).collect();
-                if !deps.iter().all(|st| st.is_terminal()) {
+                let (mut all_done, mut all_ok, mut any_failed) = (true, true, false);
+                for dep in &d.depends_on {
+                    let st = self.status_of(dep);
+                    all_done &= st.is_terminal();
+                    all_ok &= st == StepStatus::Succeeded;
+                    any_failed |= st.is_failure();
+                }
+                if !all_done {
                     return false;
                 }
                 let run_it = match d.when {
-                    When::Success => deps.iter().all(|st| *st == StepStatus::Succeeded),
-                    When::Failure => deps.iter().any(|st| st.is_failure()),
+                    When::Success => all_ok,
+                    When::Failure => any_failed,
                     When::Always => true,
                 };
                 if run_it {
@@ -982,6 +1034,10 @@ impl Cx<'_> {
                 false
             }
             StepAction::Agent(action) => {
+                // Outstanding effects are re-issued only on ticks; skip the clone otherwise.
+                if !tick {
+                    return false;
+                }
                 let Some(a) = s.agent.clone() else {
                     return false;
                 };
@@ -1039,13 +1095,14 @@ impl Cx<'_> {
 
     fn advance_waiting(&mut self, d: &StepDef) -> bool {
         let now = self.now;
-        let Some(approval) = self.run.steps.get(&d.id).and_then(|s| s.approval.clone()) else {
+        let Some(approval) = self.run.steps.get(&d.id).and_then(|s| s.approval.as_ref()) else {
             return false;
         };
         if approval.status != ApprovalStatus::Pending || approval.expires_at.is_none_or(|t| now < t)
         {
             return false;
         }
+        let approval = approval.clone();
         let StepAction::Approval(action) = &d.action else {
             return false;
         };
