@@ -1,0 +1,99 @@
+//! The `flowgate` command line. Each subcommand is a function here so tests can drive it; the
+//! binary only parses arguments and maps the outcome to an exit code.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+use flowgate_shared::definition::parse_definition;
+
+#[derive(Debug, Parser)]
+#[command(name = "flowgate", version, about = "Run AI coding-agent workflows")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check workflow definition files (YAML or JSON) and list every problem found.
+    Validate {
+        /// Definition files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Print the result as JSON (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Validate each file; write a report; return whether all were valid.
+pub fn validate(files: &[PathBuf], json: bool, out: &mut dyn Write) -> std::io::Result<bool> {
+    let mut all_ok = true;
+    let mut report = Vec::new();
+    for file in files {
+        let (ok, problems) = check_file(file);
+        all_ok &= ok;
+        if json {
+            report.push(serde_json::json!({"file": file, "valid": ok, "problems": problems}));
+        } else if ok {
+            writeln!(out, "{}: valid", file.display())?;
+        } else {
+            writeln!(out, "{}: {} problem(s)", file.display(), problems.len())?;
+            for (path, message) in &problems {
+                let at = if path.is_empty() { "(document)" } else { path };
+                writeln!(out, "  {at}: {message}")?;
+            }
+        }
+    }
+    if json {
+        writeln!(out, "{}", serde_json::Value::Array(report))?;
+    }
+    Ok(all_ok)
+}
+
+fn check_file(file: &Path) -> (bool, Vec<(String, String)>) {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                false,
+                vec![(String::new(), format!("cannot read the file: {e}"))],
+            );
+        }
+    };
+    match parse_definition(&text) {
+        Ok(_) => (true, Vec::new()),
+        Err(errors) => (
+            false,
+            errors.0.into_iter().map(|p| (p.path, p.message)).collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_every_problem_and_fails() {
+        let dir = std::env::temp_dir().join(format!("flowgate-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let bad = dir.join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "id: x\nsteps:\n  - id: a\n    kind: agent\n    workflow: w\n    message: m\n    depends_on: [nope]\n",
+        )
+        .expect("write");
+        let mut out = Vec::new();
+        let ok = validate(std::slice::from_ref(&bad), false, &mut out).expect("io");
+        let text = String::from_utf8(out).expect("utf8");
+        assert!(!ok);
+        assert!(text.contains("steps[0].depends_on[0]"), "{text}");
+        let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nightly-tests.yaml");
+        let mut out = Vec::new();
+        assert!(validate(&[good], true, &mut out).expect("io"));
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json report");
+        assert_eq!(v[0]["valid"], true);
+    }
+}

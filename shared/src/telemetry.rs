@@ -1,0 +1,38 @@
+//! Logging set-up shared by every binary: JSON lines on Lambda (CloudWatch parses them), compact
+//! text on a terminal. The filter comes from `RUST_LOG` (default `info`).
+
+use tracing_subscriber::EnvFilter;
+
+/// Output format for [`init`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+impl LogFormat {
+    /// JSON when running inside Lambda, text otherwise.
+    pub fn detect() -> Self {
+        if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    }
+}
+
+/// Install the global subscriber once; later calls are ignored (tests call it freely).
+pub fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .without_time() // Lambda stamps every line itself
+            .try_init(),
+        LogFormat::Text => builder.compact().try_init(),
+    };
+}
