@@ -2,10 +2,14 @@
 //! binary only parses arguments and maps the outcome to an exit code.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig};
 use flowgate_shared::definition::parse_definition;
+use flowgate_shared::duration::DurationSpec;
 
 #[derive(Debug, Parser)]
 #[command(name = "flowgate", version, about = "Run AI coding-agent workflows")]
@@ -25,6 +29,67 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve a local stand-in for the Claude Code agent service (same paths, shapes, errors,
+    /// auth and quirks), for trying workflows without a real agent service.
+    SimulateAgent {
+        /// Address to listen on.
+        #[arg(
+            long,
+            default_value = "127.0.0.1:28881",
+            env = "FLOWGATE_SIMULATOR_ADDR"
+        )]
+        addr: SocketAddr,
+        /// The API key callers must send in `x-api-key`.
+        #[arg(
+            long,
+            env = "FLOWGATE_SIMULATOR_API_KEY",
+            default_value = "simulator-key"
+        )]
+        api_key: String,
+        /// How long a run runs before it completes (`[slow]` in a message makes it 10x longer).
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        run_duration: Duration,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    DurationSpec::parse(s)
+        .map(|d| Duration::from_millis(d.as_millis()))
+        .map_err(|e| e.to_string())
+}
+
+/// Run the agent-service simulator until Ctrl-C.
+pub fn simulate_agent(
+    addr: SocketAddr,
+    api_key: String,
+    run_duration: Duration,
+) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    rt.block_on(async move {
+        let config = SimulatorConfig {
+            bind: addr,
+            api_key,
+            run_duration,
+            ..SimulatorConfig::default()
+        };
+        let handle = Simulator::start(config)
+            .await
+            .map_err(|e| format!("cannot start the simulator: {e}"))?;
+        eprintln!(
+            "agent simulator listening on {} (base path /api/v1/workflows/claude-code); Ctrl-C stops it",
+            handle.base_url
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| format!("cannot wait for Ctrl-C: {e}"))?;
+        handle
+            .shutdown()
+            .await
+            .map_err(|e| format!("simulator did not stop cleanly: {e}"))
+    })
 }
 
 /// Validate each file; write a report; return whether all were valid.

@@ -16,5 +16,16 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::SimulateAgent {
+            addr,
+            api_key,
+            run_duration,
+        } => match flowgate_cli::simulate_agent(addr, api_key, run_duration) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flowgate: {e}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
