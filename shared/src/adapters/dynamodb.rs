@@ -1,0 +1,1107 @@
+//! The run and workflow store on one DynamoDB table (single-table design).
+//!
+//! Key schema, indexes, TTL and access patterns are described in `DYNAMODB.md` next to this
+//! file; [`DynamoStore::create_table`] creates exactly that schema (the SAM template declares
+//! the same). Every run write is conditional on the stored `version` and goes out as one
+//! `TransactWriteItems` with the run's new audit entries, so a lost race writes nothing.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::client::Waiters;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
+    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_dynamo::aws_sdk_dynamodb_1 as dynamo;
+
+use crate::definition::{StoredWorkflow, WorkflowDefinition};
+use crate::model::{AuditEntry, Millis, Run};
+use crate::ports::{
+    CreateOutcome, Cursor, RunPage, RunQuery, RunSort, RunStore, SessionRecord, SortOrder,
+    StoreError, WorkflowStore, check_audit, check_put, page_in_memory, started_key,
+};
+
+/// Attribute names of the table (the CloudFormation template must use the same).
+pub mod attr {
+    /// Partition key (S): `RUN#{id}`, `IDEM#{key}`, `SESSION#{name}`, `WF#{id}`.
+    pub const PK: &str = "pk";
+    /// Sort key (S): `RUN`, `AUDIT#{seq:020}`, `IDEM`, `SESSION`, `V#{version:020}`, `LATEST`.
+    pub const SK: &str = "sk";
+    /// Entity kind for listing (S): `RUN`, `SESSION`, `WORKFLOW`; hash key of `by_kind`.
+    pub const KIND: &str = "kind";
+    /// Listing order (N): a run's started key, a session's `updated_at`, a workflow's
+    /// `created_at`; range key of `by_kind` and `by_workflow`.
+    pub const KIND_SK: &str = "kind_sk";
+    /// A run's workflow id (S); hash key of `by_workflow` (only run items carry it).
+    pub const RUN_WORKFLOW: &str = "run_wf";
+    /// `DUE` (S) on non-terminal runs with a wake-up; hash key of the sparse `due` index.
+    pub const DUE: &str = "due";
+    /// A non-terminal run's `wake_at` (N); range key of `due`.
+    pub const WAKE_AT: &str = "wake_at";
+    /// Epoch seconds (N) after which DynamoDB's TTL deletes the item.
+    pub const EXPIRES_AT: &str = "expires_at";
+    /// The stored version of a run or of a workflow's latest pointer (N).
+    pub const VERSION: &str = "version";
+    /// A run's status (S) and creation time (N), top level for filters.
+    pub const STATUS: &str = "status";
+    pub const CREATED_AT: &str = "created_at";
+    /// Native maps of the stored values.
+    pub const RUN: &str = "run";
+    pub const ENTRY: &str = "entry";
+    pub const SESSION: &str = "session";
+    pub const WORKFLOW: &str = "workflow";
+    /// `BOOL` on sessions (filter) and on a workflow's latest pointer (deleted).
+    pub const ACTIVE: &str = "active";
+    pub const DELETED: &str = "deleted";
+    /// Run id an idempotency record points to (S).
+    pub const RUN_ID: &str = "run_id";
+}
+
+/// Index names.
+pub mod index {
+    /// `kind` + `kind_sk`, projection ALL: every run / session / workflow in listing order.
+    pub const BY_KIND: &str = "by_kind";
+    /// `run_wf` + `kind_sk`, projection ALL: one workflow's runs in started order.
+    pub const BY_WORKFLOW: &str = "by_workflow";
+    /// `due` + `wake_at`, keys only, sparse: non-terminal runs by wake-up time.
+    pub const DUE: &str = "due";
+}
+
+const KIND_RUN: &str = "RUN";
+const KIND_SESSION: &str = "SESSION";
+const KIND_WORKFLOW: &str = "WORKFLOW";
+const SK_RUN: &str = "RUN";
+const SK_LATEST: &str = "LATEST";
+const DUE_VALUE: &str = "DUE";
+
+/// How long finished runs, audit entries and idempotency records are kept by default.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Most runs collected for a sort the indexes do not provide (see `DYNAMODB.md`).
+pub const DEFAULT_SORT_SCAN_LIMIT: usize = 5_000;
+/// Attempts of `put_workflow` when concurrent puts race for the next version.
+const WORKFLOW_PUT_ATTEMPTS: u32 = 16;
+/// Items read per query page.
+const QUERY_PAGE: i32 = 100;
+
+fn run_pk(id: &str) -> String {
+    format!("RUN#{id}")
+}
+fn audit_sk(seq: u64) -> String {
+    format!("AUDIT#{seq:020}")
+}
+fn idem_pk(key: &str) -> String {
+    format!("IDEM#{key}")
+}
+fn session_pk(name: &str) -> String {
+    format!("SESSION#{name}")
+}
+fn workflow_pk(id: &str) -> String {
+    format!("WF#{id}")
+}
+fn version_sk(version: u64) -> String {
+    format!("V#{version:020}")
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn key(pk: String, sk: &str) -> Item {
+    HashMap::from([(attr::PK.to_string(), s(pk)), (attr::SK.to_string(), s(sk))])
+}
+
+fn to_av<T: Serialize>(what: &str, value: &T) -> Result<AttributeValue, StoreError> {
+    dynamo::to_attribute_value(value)
+        .map_err(|e| StoreError::invalid("value", format!("{what} cannot be stored: {e}")))
+}
+
+fn from_attr<T: DeserializeOwned>(item: &Item, name: &str, what: &str) -> Result<T, StoreError> {
+    let value = item
+        .get(name)
+        .ok_or_else(|| StoreError::corrupt(what, format!("attribute {name:?} is missing")))?;
+    dynamo::from_attribute_value(value.clone()).map_err(|e| StoreError::corrupt(what, e))
+}
+
+fn number_attr(item: &Item, name: &str, what: &str) -> Result<i64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(text)) => text
+            .parse()
+            .map_err(|e| StoreError::corrupt(what, format!("{name}: {e}"))),
+        _ => Err(StoreError::corrupt(
+            what,
+            format!("attribute {name:?} is missing or not a number"),
+        )),
+    }
+}
+
+/// Map an SDK error to what the caller should do about it.
+fn sdk_err<E, R>(op: &str, err: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    let code = err.code().unwrap_or_default().to_string();
+    let message = format!("DynamoDB {op}: {}", DisplayErrorContext(&err));
+    match &err {
+        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => {
+            StoreError::Unavailable { message }
+        }
+        SdkError::ServiceError(_) => match code.as_str() {
+            "ProvisionedThroughputExceededException"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "InternalServerError"
+            | "ServiceUnavailable"
+            | "TransactionInProgressException"
+            | "LimitExceededException" => StoreError::Unavailable { message },
+            "ValidationException" => StoreError::Invalid {
+                field: "item",
+                reason: message,
+            },
+            _ => StoreError::Backend { message },
+        },
+        _ => StoreError::Backend { message },
+    }
+}
+
+/// How a transaction failed: cancelled with one reason code per item ("None" for items that
+/// were fine), or something else.
+enum TxError {
+    Cancelled(Vec<String>),
+    Other(StoreError),
+}
+
+impl TxError {
+    fn code(&self, index: usize) -> Option<&str> {
+        match self {
+            TxError::Cancelled(codes) => codes.get(index).map(String::as_str),
+            TxError::Other(_) => None,
+        }
+    }
+
+    fn failed(&self, index: usize) -> bool {
+        matches!(
+            self.code(index),
+            Some("ConditionalCheckFailed" | "TransactionConflict")
+        )
+    }
+
+    fn any_failed_from(&self, start: usize) -> Option<usize> {
+        match self {
+            TxError::Cancelled(codes) => (start..codes.len()).find(|&i| self.failed(i)),
+            TxError::Other(_) => None,
+        }
+    }
+
+    /// The error to report when no specific reason applies.
+    fn into_store_error(self, op: &str) -> StoreError {
+        match self {
+            TxError::Other(e) => e,
+            TxError::Cancelled(codes) => {
+                if codes
+                    .iter()
+                    .any(|c| c == "TransactionConflict" || c == "ThrottlingError")
+                {
+                    StoreError::Unavailable {
+                        message: format!("DynamoDB {op}: transaction cancelled ({codes:?})"),
+                    }
+                } else {
+                    StoreError::Backend {
+                        message: format!("DynamoDB {op}: transaction cancelled ({codes:?})"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One query: an index (or the table), the key condition, an optional filter and the names
+/// and values they use.
+#[derive(Debug, Clone)]
+struct QuerySpec {
+    index: Option<&'static str>,
+    key_condition: String,
+    filter: Option<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+    forward: bool,
+}
+
+/// Run and workflow store on one DynamoDB table. Cheap to clone (the client is shared).
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    retention: Duration,
+    sort_scan_limit: usize,
+}
+
+impl DynamoStore {
+    /// A store on `table` (which must have the schema [`DynamoStore::create_table`] makes).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+            retention: DEFAULT_RETENTION,
+            sort_scan_limit: DEFAULT_SORT_SCAN_LIMIT,
+        }
+    }
+
+    /// A store on `table` with a client configured from the environment (honours
+    /// `AWS_ENDPOINT_URL`).
+    pub async fn from_env(table: impl Into<String>) -> Self {
+        let config = super::aws_config(None).await;
+        Self::new(Client::new(&config), table)
+    }
+
+    /// How long finished runs, audit entries and idempotency records are kept (DynamoDB TTL).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Most runs a listing sorted by completed_at, duration or cost may collect before it is
+    /// refused (those sorts read every matching run; see `DYNAMODB.md`).
+    pub fn with_sort_scan_limit(mut self, limit: usize) -> Self {
+        self.sort_scan_limit = limit;
+        self
+    }
+
+    pub fn table_name(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Create the table with its indexes and TTL, and wait until it is active. An existing
+    /// table is left as it is.
+    pub async fn create_table(client: &Client, name: &str) -> Result<(), StoreError> {
+        let defs = [
+            (attr::PK, ScalarAttributeType::S),
+            (attr::SK, ScalarAttributeType::S),
+            (attr::KIND, ScalarAttributeType::S),
+            (attr::KIND_SK, ScalarAttributeType::N),
+            (attr::RUN_WORKFLOW, ScalarAttributeType::S),
+            (attr::DUE, ScalarAttributeType::S),
+            (attr::WAKE_AT, ScalarAttributeType::N),
+        ];
+        let build_err = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend {
+            message: format!("building the table definition: {e}"),
+        };
+        let key_schema = |hash: &str, range: &str| -> Result<Vec<KeySchemaElement>, StoreError> {
+            Ok(vec![
+                KeySchemaElement::builder()
+                    .attribute_name(hash)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build_err)?,
+                KeySchemaElement::builder()
+                    .attribute_name(range)
+                    .key_type(KeyType::Range)
+                    .build()
+                    .map_err(build_err)?,
+            ])
+        };
+        let gsi = |name: &str, hash: &str, range: &str, projection: ProjectionType| {
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .set_key_schema(Some(key_schema(hash, range)?))
+                .projection(Projection::builder().projection_type(projection).build())
+                .build()
+                .map_err(build_err)
+        };
+        let mut request = client
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .set_key_schema(Some(key_schema(attr::PK, attr::SK)?))
+            .global_secondary_indexes(gsi(
+                index::BY_KIND,
+                attr::KIND,
+                attr::KIND_SK,
+                ProjectionType::All,
+            )?)
+            .global_secondary_indexes(gsi(
+                index::BY_WORKFLOW,
+                attr::RUN_WORKFLOW,
+                attr::KIND_SK,
+                ProjectionType::All,
+            )?)
+            .global_secondary_indexes(gsi(
+                index::DUE,
+                attr::DUE,
+                attr::WAKE_AT,
+                ProjectionType::KeysOnly,
+            )?);
+        for (attribute, kind) in defs {
+            request = request.attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(attribute)
+                    .attribute_type(kind)
+                    .build()
+                    .map_err(build_err)?,
+            );
+        }
+        match request.send().await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some("ResourceInUseException") => {
+                tracing::info!(table = name, "table already exists; leaving it as it is");
+                return Ok(());
+            }
+            Err(e) => return Err(sdk_err("CreateTable", e)),
+        }
+        client
+            .wait_until_table_exists()
+            .table_name(name)
+            .wait(Duration::from_secs(300))
+            .await
+            .map_err(|e| StoreError::Unavailable {
+                message: format!(
+                    "table {name} did not become active: {}",
+                    DisplayErrorContext(&e)
+                ),
+            })?;
+        client
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .enabled(true)
+                    .attribute_name(attr::EXPIRES_AT)
+                    .build()
+                    .map_err(build_err)?,
+            )
+            .send()
+            .await
+            .map_err(|e| sdk_err("UpdateTimeToLive", e))?;
+        tracing::info!(table = name, "table created");
+        Ok(())
+    }
+
+    fn expiry(&self, from: Millis) -> AttributeValue {
+        let retention_ms = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        n(from.saturating_add(retention_ms) / 1000)
+    }
+
+    /// The whole run item: the run as a native map plus the top-level attributes the
+    /// condition, the indexes, the filters and TTL need.
+    fn run_item(&self, run: &Run) -> Result<Item, StoreError> {
+        let mut item = key(run_pk(&run.id), SK_RUN);
+        item.insert(attr::RUN.into(), to_av("run", run)?);
+        item.insert(attr::VERSION.into(), n(run.version));
+        item.insert(attr::KIND.into(), s(KIND_RUN));
+        item.insert(attr::KIND_SK.into(), n(started_key(run)));
+        item.insert(attr::RUN_WORKFLOW.into(), s(&run.workflow_id));
+        item.insert(attr::STATUS.into(), s(run.status.as_str()));
+        item.insert(attr::CREATED_AT.into(), n(run.created_at));
+        if run.status.is_terminal() {
+            let finished = run.completed_at.unwrap_or(run.updated_at);
+            item.insert(attr::EXPIRES_AT.into(), self.expiry(finished));
+        } else if let Some(wake_at) = run.wake_at {
+            item.insert(attr::DUE.into(), s(DUE_VALUE));
+            item.insert(attr::WAKE_AT.into(), n(wake_at));
+        }
+        Ok(item)
+    }
+
+    fn put(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Option<Item>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut names = HashMap::new();
+        if condition.contains("#pk") {
+            names.insert("#pk".to_string(), attr::PK.to_string());
+        }
+        if condition.contains("#v") {
+            names.insert("#v".to_string(), attr::VERSION.to_string());
+        }
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_names((!names.is_empty()).then_some(names))
+            .set_expression_attribute_values(values)
+            .build()
+            .map_err(|e| StoreError::Backend {
+                message: format!("building a transaction item: {e}"),
+            })?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    fn audit_puts(&self, audit: &[AuditEntry]) -> Result<Vec<TransactWriteItem>, StoreError> {
+        audit
+            .iter()
+            .map(|entry| {
+                let mut item = key(run_pk(&entry.run_id), &audit_sk(entry.seq));
+                item.insert(attr::ENTRY.into(), to_av("audit entry", entry)?);
+                item.insert(attr::EXPIRES_AT.into(), self.expiry(entry.at));
+                self.put(item, "attribute_not_exists(#pk)", None)
+            })
+            .collect()
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>, op: &str) -> Result<(), TxError> {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(ctx)) => match ctx.into_err() {
+                TransactWriteItemsError::TransactionCanceledException(e) => {
+                    Err(TxError::Cancelled(
+                        e.cancellation_reasons()
+                            .iter()
+                            .map(|r| r.code().unwrap_or("None").to_string())
+                            .collect(),
+                    ))
+                }
+                other => Err(TxError::Other(reclassify(
+                    StoreError::Backend {
+                        message: format!("DynamoDB {op}: {}", DisplayErrorContext(&other)),
+                    },
+                    other.code(),
+                ))),
+            },
+            Err(e) => Err(TxError::Other(sdk_err(op, e))),
+        }
+    }
+
+    async fn get_item(&self, pk: String, sk: &str, op: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| sdk_err(op, e))?;
+        Ok(out.item)
+    }
+
+    /// One page of a query, from `start`.
+    async fn query_page(
+        &self,
+        spec: &QuerySpec,
+        limit: i32,
+        start: Option<Item>,
+    ) -> Result<(Vec<Item>, Option<Item>), StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .set_index_name(spec.index.map(str::to_string))
+            .key_condition_expression(&spec.key_condition)
+            .set_filter_expression(spec.filter.clone())
+            .set_expression_attribute_names(Some(spec.names.clone()))
+            .set_expression_attribute_values(Some(spec.values.clone()))
+            .scan_index_forward(spec.forward)
+            // Index reads cannot be strongly consistent; table reads are.
+            .consistent_read(spec.index.is_none())
+            .limit(limit)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| sdk_err("Query", e))?;
+        Ok((out.items.unwrap_or_default(), out.last_evaluated_key))
+    }
+
+    /// Every item a query yields, up to `max` (more is an error naming `what`).
+    async fn query_all(
+        &self,
+        spec: &QuerySpec,
+        max: usize,
+        too_many: impl FnOnce() -> StoreError,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut all = Vec::new();
+        let mut start = None;
+        loop {
+            let (items, next) = self.query_page(spec, QUERY_PAGE, start).await?;
+            all.extend(items);
+            if all.len() > max {
+                return Err(too_many());
+            }
+            match next {
+                Some(next) => start = Some(next),
+                None => return Ok(all),
+            }
+        }
+    }
+
+    /// The index query for a run listing: the workflow's runs or all runs, in started order,
+    /// bounded below by `created_from` (a run's started key is never earlier than its
+    /// creation), with status and the exact created-at range as filters.
+    fn run_query_spec(&self, query: &RunQuery, forward: bool) -> QuerySpec {
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        let (index, hash_attr, hash_value) = match &query.workflow_id {
+            Some(w) => (index::BY_WORKFLOW, attr::RUN_WORKFLOW, w.as_str()),
+            None => (index::BY_KIND, attr::KIND, KIND_RUN),
+        };
+        names.insert("#hk".into(), hash_attr.into());
+        values.insert(":hk".into(), s(hash_value));
+        let mut key_condition = "#hk = :hk".to_string();
+        let mut filters = Vec::new();
+        if let Some(from) = query.created_from {
+            key_condition.push_str(" AND #sk >= :from");
+            names.insert("#sk".into(), attr::KIND_SK.into());
+            values.insert(":from".into(), n(from));
+            filters.push("#ca >= :from".to_string());
+        }
+        if let Some(to) = query.created_to {
+            values.insert(":to".into(), n(to));
+            filters.push("#ca < :to".to_string());
+        }
+        if filters.iter().any(|f| f.contains("#ca")) {
+            names.insert("#ca".into(), attr::CREATED_AT.into());
+        }
+        if !query.statuses.is_empty() {
+            let placeholders: Vec<String> = query
+                .statuses
+                .iter()
+                .enumerate()
+                .map(|(i, status)| {
+                    let p = format!(":st{i}");
+                    values.insert(p.clone(), s(status.as_str()));
+                    p
+                })
+                .collect();
+            names.insert("#st".into(), attr::STATUS.into());
+            filters.push(format!("#st IN ({})", placeholders.join(", ")));
+        }
+        QuerySpec {
+            index: Some(index),
+            key_condition,
+            filter: (!filters.is_empty()).then(|| filters.join(" AND ")),
+            names,
+            values,
+            forward,
+        }
+    }
+
+    /// Started-order listing straight from the index: DynamoDB pages in index order and the
+    /// cursor becomes the exclusive start key.
+    async fn list_by_started(
+        &self,
+        query: &RunQuery,
+        cursor: Option<&Cursor>,
+    ) -> Result<RunPage, StoreError> {
+        let spec = self.run_query_spec(query, query.order == SortOrder::Asc);
+        let mut start = match cursor {
+            Some(c) => {
+                let value =
+                    c.v.filter(|v| v.is_finite())
+                        .ok_or_else(|| StoreError::BadCursor {
+                            reason: "it carries no start time".into(),
+                        })?;
+                let mut item = key(run_pk(&c.id), SK_RUN);
+                item.insert(attr::KIND_SK.into(), n(value as i64));
+                let (hash_attr, hash_value) = match &query.workflow_id {
+                    Some(w) => (attr::RUN_WORKFLOW, w.as_str()),
+                    None => (attr::KIND, KIND_RUN),
+                };
+                item.insert(hash_attr.into(), s(hash_value));
+                Some(item)
+            }
+            None => None,
+        };
+        let wanted = query.limit as usize + 1;
+        let mut runs = Vec::new();
+        loop {
+            // Without a filter every item read is a match: read just what the page needs (one
+            // more tells whether there is a next page). With a filter, read in bulk.
+            let page = match spec.filter {
+                None => i32::try_from(wanted - runs.len())
+                    .unwrap_or(QUERY_PAGE)
+                    .min(QUERY_PAGE),
+                Some(_) => QUERY_PAGE,
+            };
+            let (items, next) = self.query_page(&spec, page, start).await?;
+            for item in &items {
+                runs.push(from_attr::<Run>(item, attr::RUN, "run")?);
+            }
+            if runs.len() >= wanted {
+                break;
+            }
+            match next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        let more = runs.len() > query.limit as usize;
+        runs.truncate(query.limit as usize);
+        let next_cursor = match runs.last() {
+            Some(last) if more => Some(Cursor::after(query, last).encode()),
+            _ => None,
+        };
+        Ok(RunPage { runs, next_cursor })
+    }
+}
+
+/// Refine a `Backend` error from a service error code (throttling is retryable).
+fn reclassify(error: StoreError, code: Option<&str>) -> StoreError {
+    match (error, code) {
+        (
+            StoreError::Backend { message },
+            Some(
+                "ProvisionedThroughputExceededException"
+                | "ThrottlingException"
+                | "RequestLimitExceeded"
+                | "InternalServerError"
+                | "TransactionInProgressException",
+            ),
+        ) => StoreError::Unavailable { message },
+        (StoreError::Backend { message }, Some("ValidationException")) => StoreError::Invalid {
+            field: "item",
+            reason: message,
+        },
+        (other, _) => other,
+    }
+}
+
+#[async_trait]
+impl RunStore for DynamoStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(run_id = %run.id, table = %self.table))]
+    async fn create_run(
+        &self,
+        run: &Run,
+        audit: &[AuditEntry],
+    ) -> Result<CreateOutcome, StoreError> {
+        check_audit(run, audit)?;
+        if let Some(k) = run.idempotency_key.as_deref()
+            && let Some(existing) = self.find_idempotency_key(k).await?
+        {
+            return Ok(CreateOutcome::Existing(existing));
+        }
+        let mut items = vec![self.put(self.run_item(run)?, "attribute_not_exists(#pk)", None)?];
+        if let Some(k) = run.idempotency_key.as_deref() {
+            let mut idem = key(idem_pk(k), "IDEM");
+            idem.insert(attr::RUN_ID.into(), s(&run.id));
+            idem.insert(attr::EXPIRES_AT.into(), self.expiry(run.created_at));
+            items.push(self.put(idem, "attribute_not_exists(#pk)", None)?);
+        }
+        let first_audit = items.len();
+        items.extend(self.audit_puts(audit)?);
+        match self.transact(items, "TransactWriteItems(create run)").await {
+            Ok(()) => Ok(CreateOutcome::Created),
+            Err(e) => {
+                if run.idempotency_key.is_some() && e.failed(1) {
+                    // Someone created a run with this key in the meantime.
+                    let k = run.idempotency_key.as_deref().unwrap_or_default();
+                    if let Some(existing) = self.find_idempotency_key(k).await? {
+                        return Ok(CreateOutcome::Existing(existing));
+                    }
+                }
+                if e.code(0) == Some("ConditionalCheckFailed") {
+                    return Err(StoreError::AlreadyExists {
+                        what: format!("run {}", run.id),
+                    });
+                }
+                if let Some(i) = e.any_failed_from(first_audit) {
+                    return Err(StoreError::invalid(
+                        "audit",
+                        format!(
+                            "audit entry {} of run {} already exists",
+                            audit[i - first_audit].seq,
+                            run.id
+                        ),
+                    ));
+                }
+                Err(e.into_store_error("create run"))
+            }
+        }
+    }
+
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        match self
+            .get_item(run_pk(run_id), SK_RUN, "GetItem(run)")
+            .await?
+        {
+            Some(item) => from_attr(&item, attr::RUN, &format!("run {run_id}")).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(run_id = %run.id, expected_version, table = %self.table)
+    )]
+    async fn put_run(
+        &self,
+        run: &Run,
+        expected_version: u64,
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        check_put(run, expected_version)?;
+        check_audit(run, audit)?;
+        let values = HashMap::from([(":expected".to_string(), n(expected_version))]);
+        let mut items = vec![self.put(
+            self.run_item(run)?,
+            "attribute_exists(#pk) AND #v = :expected",
+            Some(values),
+        )?];
+        items.extend(self.audit_puts(audit)?);
+        match self.transact(items, "TransactWriteItems(put run)").await {
+            Ok(()) => Ok(()),
+            Err(e) if e.failed(0) => {
+                if self.get_run(&run.id).await?.is_none() {
+                    return Err(StoreError::NotFound {
+                        what: format!("run {}", run.id),
+                    });
+                }
+                tracing::debug!(run_id = %run.id, expected_version, "version conflict");
+                Err(StoreError::Conflict {
+                    what: format!("run {}", run.id),
+                    expected: expected_version,
+                })
+            }
+            Err(e) => {
+                if let Some(i) = e.any_failed_from(1) {
+                    return Err(StoreError::invalid(
+                        "audit",
+                        format!(
+                            "audit entry {} of run {} already exists",
+                            audit[i - 1].seq,
+                            run.id
+                        ),
+                    ));
+                }
+                Err(e.into_store_error("put run"))
+            }
+        }
+    }
+
+    async fn list_runs(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
+        let cursor = query.validate()?;
+        if query.sort == RunSort::StartedAt {
+            return self.list_by_started(query, cursor.as_ref()).await;
+        }
+        // No index orders runs by completion, duration or cost (they change as runs progress
+        // and cost is a float over steps): collect the filtered runs and sort in memory.
+        let spec = self.run_query_spec(query, true);
+        let limit = self.sort_scan_limit;
+        let items = self
+            .query_all(&spec, limit, || {
+                StoreError::invalid(
+                    "sort",
+                    format!(
+                        "more than {limit} runs match; sorting by {} reads them all, so narrow \
+                         the listing by workflow or created-at range, or sort by started_at",
+                        query.sort.as_str()
+                    ),
+                )
+            })
+            .await?;
+        let runs = items
+            .iter()
+            .map(|item| from_attr::<Run>(item, attr::RUN, "run"))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page_in_memory(runs, query, cursor.as_ref()))
+    }
+
+    async fn due_runs(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(String, Millis)>, StoreError> {
+        let spec = QuerySpec {
+            index: Some(index::DUE),
+            key_condition: "#due = :due AND #wake <= :now".into(),
+            filter: None,
+            names: HashMap::from([
+                ("#due".into(), attr::DUE.into()),
+                ("#wake".into(), attr::WAKE_AT.into()),
+            ]),
+            values: HashMap::from([(":due".into(), s(DUE_VALUE)), (":now".into(), n(now))]),
+            forward: true,
+        };
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = i32::try_from(limit - out.len())
+                .unwrap_or(QUERY_PAGE)
+                .min(QUERY_PAGE);
+            let (items, next) = self.query_page(&spec, page, start).await?;
+            for item in &items {
+                let pk: String = from_attr(item, attr::PK, "due run key")?;
+                let id = pk.strip_prefix("RUN#").unwrap_or(&pk).to_string();
+                out.push((id, number_attr(item, attr::WAKE_AT, "due run")?));
+            }
+            match next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn audit(
+        &self,
+        run_id: &str,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let Some(first) = after_seq.map_or(Some(0), |s| s.checked_add(1)) else {
+            return Ok(Vec::new());
+        };
+        let spec = QuerySpec {
+            index: None,
+            key_condition: "#pk = :pk AND #sk BETWEEN :lo AND :hi".into(),
+            filter: None,
+            names: HashMap::from([
+                ("#pk".into(), attr::PK.into()),
+                ("#sk".into(), attr::SK.into()),
+            ]),
+            values: HashMap::from([
+                (":pk".into(), s(run_pk(run_id))),
+                (":lo".into(), s(audit_sk(first))),
+                (":hi".into(), s(audit_sk(u64::MAX))),
+            ]),
+            forward: true,
+        };
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = i32::try_from(limit - out.len())
+                .unwrap_or(QUERY_PAGE)
+                .min(QUERY_PAGE);
+            let (items, next) = self.query_page(&spec, page, start).await?;
+            for item in &items {
+                out.push(from_attr(item, attr::ENTRY, "audit entry")?);
+            }
+            match next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn find_idempotency_key(&self, key_text: &str) -> Result<Option<String>, StoreError> {
+        match self
+            .get_item(idem_pk(key_text), "IDEM", "GetItem(idempotency)")
+            .await?
+        {
+            Some(item) => from_attr(&item, attr::RUN_ID, "idempotency record").map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let mut item = key(session_pk(&session.name), "SESSION");
+        item.insert(attr::SESSION.into(), to_av("session", session)?);
+        item.insert(attr::KIND.into(), s(KIND_SESSION));
+        item.insert(attr::KIND_SK.into(), n(session.updated_at));
+        item.insert(attr::ACTIVE.into(), AttributeValue::Bool(session.active));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem(session)", e))?;
+        Ok(())
+    }
+
+    async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
+        match self
+            .get_item(session_pk(name), "SESSION", "GetItem(session)")
+            .await?
+        {
+            Some(item) => from_attr(&item, attr::SESSION, &format!("session {name}")).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_sessions(&self, active_only: bool) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut names = HashMap::from([("#k".to_string(), attr::KIND.to_string())]);
+        let mut values = HashMap::from([(":k".to_string(), s(KIND_SESSION))]);
+        if active_only {
+            names.insert("#a".into(), attr::ACTIVE.into());
+            values.insert(":t".into(), AttributeValue::Bool(true));
+        }
+        let spec = QuerySpec {
+            index: Some(index::BY_KIND),
+            key_condition: "#k = :k".into(),
+            filter: active_only.then(|| "#a = :t".to_string()),
+            names,
+            values,
+            forward: false,
+        };
+        let items = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
+        let mut out = items
+            .iter()
+            .map(|item| from_attr::<SessionRecord>(item, attr::SESSION, "session"))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        Ok(out)
+    }
+}
+
+fn unreachable_limit() -> StoreError {
+    StoreError::Backend {
+        message: "listing exceeded usize::MAX items".into(),
+    }
+}
+
+#[async_trait]
+impl WorkflowStore for DynamoStore {
+    #[tracing::instrument(level = "debug", skip_all, fields(workflow_id = %definition.id))]
+    async fn put_workflow(
+        &self,
+        definition: &WorkflowDefinition,
+        now: Millis,
+    ) -> Result<StoredWorkflow, StoreError> {
+        let id = &definition.id;
+        for attempt in 0..WORKFLOW_PUT_ATTEMPTS {
+            let latest = self
+                .get_item(workflow_pk(id), SK_LATEST, "GetItem(workflow pointer)")
+                .await?;
+            let previous = match &latest {
+                Some(item) => u64::try_from(number_attr(item, attr::VERSION, "workflow pointer")?)
+                    .map_err(|e| StoreError::corrupt("workflow pointer", e))?,
+                None => 0,
+            };
+            let stored = StoredWorkflow {
+                version: previous + 1,
+                created_at: now,
+                definition: definition.clone(),
+            };
+            let stored_av = to_av("workflow", &stored)?;
+            let mut version_item = key(workflow_pk(id), &version_sk(stored.version));
+            version_item.insert(attr::WORKFLOW.into(), stored_av.clone());
+            let mut pointer = key(workflow_pk(id), SK_LATEST);
+            pointer.insert(attr::WORKFLOW.into(), stored_av);
+            pointer.insert(attr::VERSION.into(), n(stored.version));
+            pointer.insert(attr::DELETED.into(), AttributeValue::Bool(false));
+            pointer.insert(attr::KIND.into(), s(KIND_WORKFLOW));
+            pointer.insert(attr::KIND_SK.into(), n(now));
+            let pointer_put = if latest.is_some() {
+                self.put(
+                    pointer,
+                    "#v = :previous",
+                    Some(HashMap::from([(":previous".to_string(), n(previous))])),
+                )?
+            } else {
+                self.put(pointer, "attribute_not_exists(#pk)", None)?
+            };
+            let items = vec![
+                self.put(version_item, "attribute_not_exists(#pk)", None)?,
+                pointer_put,
+            ];
+            match self
+                .transact(items, "TransactWriteItems(put workflow)")
+                .await
+            {
+                Ok(()) => return Ok(stored),
+                Err(e) if e.failed(0) || e.failed(1) => {
+                    // Another put took this version: read the new latest and try the next one.
+                    tracing::debug!(workflow_id = %id, attempt, "workflow version race; retrying");
+                    let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 20;
+                    tokio::time::sleep(Duration::from_millis(5 + jitter * u64::from(attempt + 1)))
+                        .await;
+                }
+                Err(e) => return Err(e.into_store_error("put workflow")),
+            }
+        }
+        Err(StoreError::Conflict {
+            what: format!("workflow {id} (too many concurrent versions)"),
+            expected: 0,
+        })
+    }
+
+    async fn get_workflow(
+        &self,
+        id: &str,
+        version: Option<u64>,
+    ) -> Result<Option<StoredWorkflow>, StoreError> {
+        let what = format!("workflow {id}");
+        match version {
+            Some(v) => match self
+                .get_item(workflow_pk(id), &version_sk(v), "GetItem(workflow version)")
+                .await?
+            {
+                Some(item) => from_attr(&item, attr::WORKFLOW, &what).map(Some),
+                None => Ok(None),
+            },
+            None => match self
+                .get_item(workflow_pk(id), SK_LATEST, "GetItem(workflow pointer)")
+                .await?
+            {
+                Some(item) if item.get(attr::DELETED) != Some(&AttributeValue::Bool(true)) => {
+                    from_attr(&item, attr::WORKFLOW, &what).map(Some)
+                }
+                _ => Ok(None),
+            },
+        }
+    }
+
+    async fn list_workflows(&self) -> Result<Vec<StoredWorkflow>, StoreError> {
+        let spec = QuerySpec {
+            index: Some(index::BY_KIND),
+            key_condition: "#k = :k".into(),
+            filter: None,
+            names: HashMap::from([("#k".into(), attr::KIND.into())]),
+            values: HashMap::from([(":k".into(), s(KIND_WORKFLOW))]),
+            forward: true,
+        };
+        let items = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
+        let mut out = items
+            .iter()
+            .map(|item| from_attr::<StoredWorkflow>(item, attr::WORKFLOW, "workflow"))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by(|a, b| a.definition.id.cmp(&b.definition.id));
+        Ok(out)
+    }
+
+    async fn delete_workflow(&self, id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(workflow_pk(id), SK_LATEST)))
+            // Dropping `kind` takes the pointer out of the listing index.
+            .update_expression("SET #d = :t REMOVE #k, #ksk")
+            .condition_expression("attribute_exists(#pk) AND #d = :f")
+            .expression_attribute_names("#d", attr::DELETED)
+            .expression_attribute_names("#k", attr::KIND)
+            .expression_attribute_names("#ksk", attr::KIND_SK)
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(sdk_err("UpdateItem(delete workflow)", e)),
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! Adapters: the real implementations of the [ports](crate::ports).
+//!
+//! - `aws` feature: [`dynamodb::DynamoStore`] (run and workflow store on one DynamoDB table, see
+//!   `DYNAMODB.md` next to this file) and [`sqs::SqsQueue`].
+//! - `embedded` feature: [`embedded::EmbeddedStore`] (one redb file).
+//! - always: [`memqueue::MemQueue`] (in-process delay queue, tokio only).
+
+#[cfg(feature = "aws")]
+pub mod dynamodb;
+#[cfg(feature = "embedded")]
+pub mod embedded;
+pub mod memqueue;
+#[cfg(feature = "aws")]
+pub mod sqs;
+
+/// Load the AWS SDK configuration the usual way (environment, profile, instance role), pinned
+/// to the latest behavior version.
+///
+/// The SDK itself honours `AWS_ENDPOINT_URL` (and the per-service `AWS_ENDPOINT_URL_DYNAMODB`,
+/// `AWS_ENDPOINT_URL_SQS`), which is how tests reach moto; `endpoint_url` overrides it for
+/// callers that know an emulator's address only at run time (LocalStack in a container).
+#[cfg(feature = "aws")]
+pub async fn aws_config(endpoint_url: Option<&str>) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint_url {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
