@@ -35,7 +35,8 @@ impl DurationSpec {
             return Err(err("it is empty"));
         }
         let millis = if let Ok(secs) = trimmed.parse::<u64>() {
-            secs.checked_mul(1000).ok_or_else(|| err("it is too large"))?
+            secs.checked_mul(1000)
+                .ok_or_else(|| err("it is too large"))?
         } else {
             let d = humantime::parse_duration(trimmed).map_err(|e| err(&e.to_string()))?;
             u64::try_from(d.as_millis()).map_err(|_| err("it is too large"))?
@@ -118,7 +119,10 @@ mod tests {
     fn parses_common_forms() {
         assert_eq!(DurationSpec::parse("30s").unwrap().as_millis(), 30_000);
         assert_eq!(DurationSpec::parse("10m").unwrap().as_millis(), 600_000);
-        assert_eq!(DurationSpec::parse("1h 30m").unwrap().as_millis(), 5_400_000);
+        assert_eq!(
+            DurationSpec::parse("1h 30m").unwrap().as_millis(),
+            5_400_000
+        );
         assert_eq!(DurationSpec::parse("250ms").unwrap().as_millis(), 250);
         assert_eq!(DurationSpec::parse("45").unwrap().as_millis(), 45_000);
     }

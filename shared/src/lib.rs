@@ -5,8 +5,12 @@
 //! network or a disk lives behind a port so the same logic runs on Lambda, in `flowgate serve`,
 //! and inside tests and simulations.
 
+pub mod adapters;
+pub mod agent;
 pub mod definition;
 pub mod duration;
 pub mod engine;
 pub mod model;
+pub mod ports;
+pub mod telemetry;
 pub mod template;
