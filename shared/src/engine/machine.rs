@@ -1148,37 +1148,30 @@ impl Cx<'_> {
                 );
             }
             OnExpiry::Approve => {
-                if let Some(a) = self.st(&d.id).approval.as_mut() {
-                    a.status = ApprovalStatus::Expired;
-                }
-                self.close_approval(&d.id, &approval.id, ApprovalStatus::Expired);
-                self.log(
-                    SYSTEM,
-                    "approval.expired",
-                    Some(&d.id),
-                    None,
-                    format!("approval {} expired; approved by policy", approval.id),
-                    json!({"on_expiry": "approve"}),
-                );
+                self.expire_approval(&d.id, &approval.id, "approved by policy", "approve");
                 self.succeed_step(&d.id, json!({"approved": true, "expired": true}));
             }
             OnExpiry::Reject => {
-                if let Some(a) = self.st(&d.id).approval.as_mut() {
-                    a.status = ApprovalStatus::Expired;
-                }
-                self.close_approval(&d.id, &approval.id, ApprovalStatus::Expired);
-                self.log(
-                    SYSTEM,
-                    "approval.expired",
-                    Some(&d.id),
-                    None,
-                    format!("approval {} expired without a decision", approval.id),
-                    json!({"on_expiry": "reject"}),
-                );
+                self.expire_approval(&d.id, &approval.id, "without a decision", "reject");
                 self.fail_final(&d.id, "approval expired without a decision".into(), true);
             }
         }
         true
+    }
+
+    fn expire_approval(&mut self, step: &str, approval_id: &str, outcome: &str, policy: &str) {
+        if let Some(a) = self.st(step).approval.as_mut() {
+            a.status = ApprovalStatus::Expired;
+        }
+        self.close_approval(step, approval_id, ApprovalStatus::Expired);
+        self.log(
+            SYSTEM,
+            "approval.expired",
+            Some(step),
+            None,
+            format!("approval {approval_id} expired {outcome}"),
+            json!({"on_expiry": policy}),
+        );
     }
 
     // ----- step transitions --------------------------------------------------------------
@@ -1256,25 +1249,34 @@ impl Cx<'_> {
     }
 
     fn http_effect(&self, step: &str, attempt: u32, h: &HttpAction) -> Result<Effect, String> {
-        let ctx = self.tctx();
-        let headers = h
-            .headers
-            .iter()
-            .map(|(k, v)| Ok((k.clone(), self.render(v)?)))
-            .collect::<Result<_, String>>()?;
-        let body = h
-            .body
-            .as_ref()
-            .map(|b| template::render_value(b, &ctx).map_err(|e| e.to_string()))
-            .transpose()?;
+        let h = self.render_http(h)?;
         Ok(Effect::CallHttp {
             step: step.to_string(),
             attempt,
             method: h.method,
+            url: h.url,
+            headers: h.headers,
+            body: h.body,
+            expect_status: h.expect_status,
+        })
+    }
+
+    /// An HTTP action with its url, headers and body templates filled in.
+    fn render_http(&self, h: &HttpAction) -> Result<HttpAction, String> {
+        let ctx = self.tctx();
+        Ok(HttpAction {
             url: self.render(&h.url)?,
-            headers,
-            body,
-            expect_status: h.expect_status.clone(),
+            headers: h
+                .headers
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), self.render(v)?)))
+                .collect::<Result<_, String>>()?,
+            body: h
+                .body
+                .as_ref()
+                .map(|b| template::render_value(b, &ctx).map_err(|e| e.to_string()))
+                .transpose()?,
+            ..h.clone()
         })
     }
 
@@ -1670,7 +1672,6 @@ impl Cx<'_> {
 
     /// A compensation action with its templates filled in.
     fn render_action(&self, action: &StepAction) -> Result<StepAction, String> {
-        let ctx = self.tctx();
         Ok(match action {
             StepAction::Agent(a) => StepAction::Agent(AgentAction {
                 message: self.render(&a.message)?,
@@ -1678,20 +1679,7 @@ impl Cx<'_> {
                 git_branch: self.render_opt(&a.git_branch)?,
                 ..a.clone()
             }),
-            StepAction::Http(h) => StepAction::Http(HttpAction {
-                url: self.render(&h.url)?,
-                headers: h
-                    .headers
-                    .iter()
-                    .map(|(k, v)| Ok((k.clone(), self.render(v)?)))
-                    .collect::<Result<_, String>>()?,
-                body: h
-                    .body
-                    .as_ref()
-                    .map(|b| template::render_value(b, &ctx).map_err(|e| e.to_string()))
-                    .transpose()?,
-                ..h.clone()
-            }),
+            StepAction::Http(h) => StepAction::Http(self.render_http(h)?),
             StepAction::Notify(n) => StepAction::Notify(NotifyAction {
                 message: self.render(&n.message)?,
                 ..n.clone()
