@@ -49,6 +49,7 @@ fn twenty_step_dag() -> WorkflowDefinition {
                     session: None,
                     repository_url: Some("https://github.com/acme/app".into()),
                     git_branch: None,
+                    budget: None,
                 })
             };
             steps.push(StepDef {
@@ -79,6 +80,8 @@ fn twenty_step_dag() -> WorkflowDefinition {
         notifications: vec![],
         timeout: Some(DurationSpec::from_secs(86_400)),
         outputs: BTreeMap::new(),
+        polling: None,
+        budget: None,
     }
 }
 
@@ -114,6 +117,7 @@ fn script(def: &WorkflowDefinition, initial: &Run) -> Vec<(Event, Millis)> {
                         step,
                         attempt,
                         poll,
+                        interval_ms: 0,
                         observation: AgentObservation {
                             status: Some(if done {
                                 AgentRunStatus::Completed

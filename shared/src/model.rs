@@ -214,6 +214,14 @@ pub struct Run {
     pub chain_depth: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<String>,
+    /// User-facing name of the agent conversation this run's agent steps belong to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_name: Option<String>,
+    /// Agent session id to continue (resolved from an earlier run's session when the run was
+    /// started with `continue_session`); the first agent step without an earlier step in its
+    /// session continues it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_session_id: Option<String>,
 }
 
 impl Run {
@@ -255,6 +263,8 @@ impl Run {
             completion_seq: 0,
             chain_depth: 0,
             parent_run_id: None,
+            session_name: None,
+            resume_session_id: None,
         }
     }
 
@@ -372,13 +382,18 @@ pub struct AgentProgress {
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<Millis>,
-    /// Polls made in this attempt; a poll message carrying another number is stale.
+    /// Number of polls that saw a change in this attempt. It names the live poll chain: a poll
+    /// message carrying another number is stale.
     pub polls: u32,
     /// Current adaptive poll interval.
     #[serde(default)]
     pub poll_interval_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_poll_at: Option<Millis>,
+    /// When a poll was last written. Polls that see no progress are not written, except for a
+    /// heartbeat every few minutes so a lost poll chain is noticed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polled_at: Option<Millis>,
     /// A kill was asked for and not yet confirmed.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub kill_requested: bool,

@@ -605,9 +605,18 @@ pub enum WorkMessage {
         attempt: u32,
         upstream_run_id: String,
         poll: u32,
+        /// The delay this poll was sent with (see `Event::AgentObserved::interval_ms`).
+        #[serde(default)]
+        interval_ms: u64,
     },
-    /// The run's `wake_at` passed: tick it.
-    Wake { run_id: String },
+    /// Tick the run. `at` is the timer this wake-up is for: a wake-up sent before `at`
+    /// (because SQS delays stop at 15 minutes) is re-sent until `at` passes. The sweeper's
+    /// wake-ups carry no `at` and tick at once.
+    Wake {
+        run_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<crate::model::Millis>,
+    },
 }
 
 impl WorkMessage {
@@ -615,7 +624,7 @@ impl WorkMessage {
         match self {
             WorkMessage::Event { run_id, .. }
             | WorkMessage::Poll { run_id, .. }
-            | WorkMessage::Wake { run_id } => run_id,
+            | WorkMessage::Wake { run_id, .. } => run_id,
         }
     }
 }

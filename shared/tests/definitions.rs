@@ -1201,3 +1201,53 @@ fn resolve_inputs_for_a_workflow_without_inputs() {
         }]
     );
 }
+
+#[test]
+fn polling_and_budget_problems() {
+    let text = "\
+id: caps
+polling: {initial: 0s, factor: 0.5, max: 1h}
+budget: {}
+steps:
+  - {id: a, kind: agent, workflow: implement, message: go, budget: {max_cost_usd: -1, max_turns: 0, max_duration: 0s}}
+  - {id: b, kind: agent, workflow: implement, message: go, budget: {max_cost: 3}}
+";
+    assert_problems(
+        "caps",
+        text,
+        &[("steps[1].budget.max_cost", "unknown field `max_cost`")],
+    );
+    let text = "\
+id: caps
+polling: {initial: 0s, factor: 0.5, max: 1h}
+budget: {}
+steps:
+  - {id: a, kind: agent, workflow: implement, message: go, budget: {max_cost_usd: -1, max_turns: 0, max_duration: 0s}}
+";
+    assert_problems(
+        "caps",
+        text,
+        &[
+            ("steps[0].budget.max_cost_usd", "must be a positive amount"),
+            ("steps[0].budget.max_turns", "at least 1"),
+            ("steps[0].budget.max_duration", "longer than 0"),
+            ("polling.initial", "longer than 0"),
+            (
+                "polling.factor",
+                "between 1 (fixed interval) and 10, got 0.5",
+            ),
+            ("polling.max", "longer than 15m"),
+            ("budget", "at least one of max_cost_usd"),
+        ],
+    );
+    let ok = "\
+id: caps
+polling: {initial: 8s, factor: 1, max: 8s}
+budget: {max_cost_usd: 25, max_duration: 2h}
+steps:
+  - {id: a, kind: agent, workflow: implement, message: go, budget: {max_turns: 150}}
+";
+    let def = parse_ok("caps-ok", ok);
+    assert_eq!(def.polling.expect("polling").max.as_millis(), 8_000);
+    assert_eq!(def.budget.expect("budget").max_cost_usd, Some(25.0));
+}

@@ -60,6 +60,7 @@ fn random_definition(rng: &mut Rng) -> WorkflowDefinition {
                 session: rng.chance(30).then(|| "shared".to_string()),
                 repository_url: None,
                 git_branch: None,
+                budget: None,
             }),
             5 | 6 => StepAction::Approval(ApprovalAction {
                 message: "ok?".into(),
@@ -127,6 +128,8 @@ fn random_definition(rng: &mut Rng) -> WorkflowDefinition {
         notifications: vec![],
         timeout: rng.chance(20).then(|| DurationSpec::from_secs(3_600)),
         outputs: BTreeMap::new(),
+        polling: None,
+        budget: None,
     }
 }
 
@@ -311,6 +314,7 @@ impl World {
                     step: step.clone(),
                     attempt: *attempt,
                     poll: *poll,
+                    interval_ms: 0,
                     observation: obs,
                 });
             }

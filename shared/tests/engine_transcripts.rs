@@ -119,13 +119,15 @@ fn agent_lifecycle_start_progress_completion() {
             ..
         }
     ));
-    // No progress: the poll interval grows.
+    // No progress: the poll interval grows, the same poll chain goes on, nothing is written.
     h.later(2_000);
+    let before = h.run.clone();
     let effects = h.observe("plan", running(0, 5_000));
+    assert_eq!(h.run, before, "an idle poll writes nothing");
     assert!(matches!(
         effects[0],
         Effect::PollAgent {
-            poll: 2,
+            poll: 1,
             delay_ms: 3_000,
             ..
         }
@@ -234,6 +236,7 @@ fn timed_out_agent_is_killed_and_retried_with_backoff() {
         step: "build".into(),
         attempt: 1,
         poll: 0,
+        interval_ms: 0,
         observation: completed("late"),
     });
     h.at(610_000);
@@ -854,6 +857,7 @@ fn stale_and_duplicate_events_are_no_ops() {
         step: "plan".into(),
         attempt: 1,
         poll: 0,
+        interval_ms: 0,
         observation: running(0, 99),
     });
     // Events for a step that is not running, or an attempt that does not exist.
@@ -866,6 +870,7 @@ fn stale_and_duplicate_events_are_no_ops() {
         step: "plan".into(),
         attempt: 7,
         poll: 1,
+        interval_ms: 0,
         observation: completed("x"),
     });
     h.send_noop(Event::CompensationFinished {
@@ -892,6 +897,7 @@ fn stale_and_duplicate_events_are_no_ops() {
         step: "left".into(),
         attempt: 1,
         poll: 0,
+        interval_ms: 0,
         observation: completed("late"),
     });
 }
@@ -918,14 +924,18 @@ fn lost_effects_are_reissued_on_tick() {
         (1, "flowgate-r1-plan-1")
     );
     h.agent_started("plan", "up-1");
-    // The poll message was lost: once it is a minute overdue, a tick re-issues it.
-    let due = h.run.steps["plan"]
+    // The poll message was lost. A live chain writes at least once per heartbeat (5 min), so
+    // after a heartbeat, the longest interval (60 s) and a minute of slack, a tick re-issues it.
+    let polled = h.run.steps["plan"]
         .agent
         .as_ref()
-        .and_then(|a| a.next_poll_at)
-        .expect("due");
-    assert_eq!(h.run.wake_at, Some(due + 60_000));
-    h.now = due + 60_000;
+        .and_then(|a| a.polled_at)
+        .expect("polled");
+    let lost = polled + 300_000 + 60_000 + 60_000;
+    assert_eq!(h.run.wake_at, Some(lost));
+    h.now = lost - 1;
+    h.send_noop(Event::Tick);
+    h.now = lost;
     let effects = h.tick();
     assert!(matches!(
         &effects[0],
@@ -1062,4 +1072,161 @@ fn every_transition_is_audited_with_who_and_when() {
     assert_eq!(decided[0].actor, "U2");
     assert_eq!(decided[0].at, T0 + 1_000);
     assert_eq!(h.run.audit_seq, h.audit.len() as u64);
+}
+
+#[test]
+fn idle_polls_back_off_write_a_heartbeat_and_respect_the_workflow_policy() {
+    let mut h = Harness::new(
+        r#"
+id: fixed
+polling: { initial: 8s, factor: 1, max: 8s }
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+"#,
+    );
+    h.start();
+    let effects = h.agent_started("a", "up");
+    assert!(matches!(
+        effects[0],
+        Effect::PollAgent {
+            delay_ms: 8_000,
+            ..
+        }
+    ));
+    h.later(8_000);
+    h.observe("a", running(0, 10)); // progress: written
+    let mut interval = 8_000;
+    let mut writes = 0;
+    for _ in 0..40 {
+        h.later(interval as i64);
+        let before = h.run.clone();
+        let effects = h.send(Event::AgentObserved {
+            step: "a".into(),
+            attempt: 1,
+            poll: 1,
+            interval_ms: interval,
+            observation: running(0, 10),
+        });
+        let Effect::PollAgent { delay_ms, poll, .. } = &effects[0] else {
+            panic!("{effects:?}")
+        };
+        assert_eq!((*delay_ms, *poll), (8_000, 1), "fixed policy, same chain");
+        interval = *delay_ms;
+        if h.run != before {
+            writes += 1;
+        }
+    }
+    // 40 idle polls over 320 s: one heartbeat write (at 5 min), not 40.
+    assert_eq!(writes, 1);
+}
+
+#[test]
+fn a_step_over_its_budget_is_killed_and_fails_without_retry() {
+    let mut h = Harness::new(
+        r#"
+id: capped
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+    retry: { max_attempts: 3 }
+    budget: { max_cost_usd: 1.0, max_turns: 30, max_duration: 1h }
+"#,
+    );
+    h.start();
+    h.agent_started("a", "up");
+    let mut obs = running(5, 100);
+    obs.cost_usd = 1.25;
+    let effects = h.observe("a", obs);
+    assert_eq!(kills(&effects), vec![("a".to_string(), false)]);
+    assert_eq!(h.step("a"), StepStatus::Failed, "no retry for a budget");
+    let err = h.run.steps["a"].error.clone().unwrap_or_default();
+    assert!(err.contains("budget") && err.contains("1.0000"), "{err}");
+    assert_eq!(h.status(), RunStatus::Failed);
+
+    // The wall-clock cap is a timer.
+    let mut h = Harness::new(
+        r#"
+id: capped
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+    budget: { max_duration: 20m }
+"#,
+    );
+    let effects = h.start();
+    assert_eq!(wake(&effects), Some(T0 + 1_200_000));
+    h.agent_started("a", "up");
+    h.at(1_200_000);
+    h.tick();
+    assert_eq!(h.step("a"), StepStatus::Failed);
+    assert!(
+        h.run
+            .error
+            .clone()
+            .unwrap_or_default()
+            .contains("wall-clock")
+    );
+}
+
+#[test]
+fn a_run_over_its_budget_stops_every_step() {
+    let mut h = Harness::new(
+        r#"
+id: capped-run
+budget: { max_turns: 10 }
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: a
+  - id: b
+    kind: agent
+    workflow: implement
+    message: b
+"#,
+    );
+    h.start();
+    h.agent_started("a", "up-a");
+    h.agent_started("b", "up-b");
+    h.observe("a", running(6, 10));
+    assert_eq!(h.status(), RunStatus::Running);
+    let effects = h.observe("b", running(5, 10));
+    assert_eq!(h.status(), RunStatus::Failed);
+    let mut killed = kills(&effects);
+    killed.sort();
+    assert_eq!(killed.len(), 2, "both agent runs stopped: {killed:?}");
+    assert!(
+        h.run
+            .error
+            .clone()
+            .unwrap_or_default()
+            .contains("11 agent turns")
+    );
+}
+
+#[test]
+fn a_run_can_continue_an_earlier_session() {
+    let mut h = Harness::new(DIAMOND);
+    h.run.resume_session_id = Some("claude-earlier".into());
+    let effects = h.start();
+    let Effect::StartAgent { spec, .. } = &effects[1] else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(spec.session_id.as_deref(), Some("claude-earlier"));
+    let effects = h.run_agent("plan", "u", "p");
+    for e in &effects {
+        if let Effect::StartAgent { spec, .. } = e {
+            assert_eq!(
+                spec.session_id, None,
+                "only the first agent step continues it"
+            );
+        }
+    }
 }

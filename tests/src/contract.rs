@@ -1309,6 +1309,7 @@ pub mod queue {
     fn wake(run_id: &str) -> WorkMessage {
         WorkMessage::Wake {
             run_id: run_id.into(),
+            at: None,
         }
     }
 
@@ -1412,6 +1413,7 @@ pub mod queue {
                         attempt: 1,
                         upstream_run_id: format!("up-{i}"),
                         poll: i,
+                        interval_ms: 2_000,
                     },
                     _ => WorkMessage::Event {
                         run_id: format!("r-{i}"),

@@ -42,6 +42,83 @@ pub struct WorkflowDefinition {
     /// Run outputs: name → template over inputs and step outputs.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub outputs: BTreeMap<String, String>,
+    /// How agent runs are polled (adaptive by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling: Option<PollingPolicy>,
+    /// Caps on the whole run's agent spend, turns and wall-clock time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// Adaptive polling of agent runs: the first poll comes after `initial`, each poll that sees no
+/// progress multiplies the interval by `factor` up to `max`, and any progress drops it back to
+/// `initial`. `factor: 1` with `initial == max` is fixed-interval polling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollingPolicy {
+    #[serde(default = "default_poll_initial")]
+    pub initial: DurationSpec,
+    #[serde(default = "default_poll_factor")]
+    pub factor: f64,
+    #[serde(default = "default_poll_max")]
+    pub max: DurationSpec,
+}
+
+impl Default for PollingPolicy {
+    fn default() -> Self {
+        Self {
+            initial: default_poll_initial(),
+            factor: default_poll_factor(),
+            max: default_poll_max(),
+        }
+    }
+}
+
+fn default_poll_initial() -> DurationSpec {
+    DurationSpec::from_secs(2)
+}
+fn default_poll_factor() -> f64 {
+    1.5
+}
+fn default_poll_max() -> DurationSpec {
+    DurationSpec::from_secs(60)
+}
+
+impl PollingPolicy {
+    /// SQS delays a message at most 15 minutes; a longer poll interval is refused.
+    pub const MAX_INTERVAL_MS: u64 = 900_000;
+
+    /// The interval after one more poll without progress.
+    pub fn next_interval(&self, current_ms: u64) -> u64 {
+        let initial = self.initial.as_millis().max(1);
+        let max = self.max.as_millis().max(initial);
+        let base = if current_ms == 0 { initial } else { current_ms };
+        ((base as f64 * self.factor.max(1.0)) as u64).clamp(initial, max)
+    }
+}
+
+/// Caps on agent spend. Crossing one stops the agent run (killed on the agent service) and
+/// fails the step (or, for a run budget, the run) with a reason naming the cap.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
+    /// Wall-clock time from the first start (all attempts together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<DurationSpec>,
+    #[serde(default)]
+    pub on_exceed: OnExceed,
+}
+
+/// What happens when a budget is crossed. (Asking a person to continue comes with approvals.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExceed {
+    #[default]
+    Fail,
 }
 
 impl WorkflowDefinition {
@@ -231,6 +308,9 @@ pub struct AgentAction {
     pub repository_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub git_branch: Option<String>,
+    /// Caps on this step's agent spend (all attempts together).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -8,18 +8,17 @@ use serde_json::{Value, json};
 
 use super::types::*;
 use crate::definition::{
-    AgentAction, ApprovalAction, HttpAction, NotifyAction, OnExpiry, StepAction, StepDef, When,
-    WorkflowDefinition,
+    AgentAction, ApprovalAction, Budget, HttpAction, NotifyAction, OnExpiry, PollingPolicy,
+    StepAction, StepDef, When, WorkflowDefinition,
 };
 use crate::model::*;
 use crate::template::{self, TemplateContext};
 
-/// Adaptive polling: the first poll comes soon, then the interval grows to a cap, and drops
-/// back to the start whenever the agent shows progress.
-pub const POLL_INITIAL_MS: u64 = 2_000;
-pub const POLL_FACTOR: f64 = 1.5;
-pub const POLL_MAX_MS: u64 = 60_000;
-/// A poll this late (past its due time) is presumed lost and re-issued on the next tick.
+/// Polls that see no progress are not written, except once per heartbeat, so the store (and
+/// the sweeper) can still tell a live poll chain from a lost one.
+pub const POLL_HEARTBEAT_MS: i64 = 300_000;
+/// Slack before a poll chain that has not written for a heartbeat plus one poll interval is
+/// presumed lost and re-issued on the next tick.
 pub const POLL_LOST_AFTER_MS: i64 = 60_000;
 /// An effect whose outcome was not recorded this long after it was issued is issued again.
 pub const REISSUE_AFTER_MS: i64 = 30_000;
@@ -70,7 +69,7 @@ pub fn decide_mut(
     event: &Event,
     now: Millis,
 ) -> Result<Changes, Rejection> {
-    let before_timer = next_timer(run);
+    let before_timer = next_timer(run, def);
     let mut cx = Cx {
         run,
         def,
@@ -150,12 +149,12 @@ impl Cx<'_> {
     }
 
     fn finish(mut self, before_timer: Option<Millis>) -> Changes {
-        let wake = wake_at(self.run);
+        let wake = wake_at(self.run, self.def);
         if wake != self.run.wake_at {
             self.run.wake_at = wake;
             self.dirty = true;
         }
-        let timer = next_timer(self.run);
+        let timer = next_timer(self.run, self.def);
         if let Some(at) = timer
             && timer != before_timer
         {
@@ -206,8 +205,9 @@ impl Cx<'_> {
                 step,
                 attempt,
                 poll,
+                interval_ms,
                 observation,
-            } => self.on_agent_observed(step, *attempt, *poll, observation),
+            } => self.on_agent_observed(step, *attempt, *poll, *interval_ms, observation),
             Event::AgentKilled { step, attempt } => {
                 if self.run.steps.get(step).is_some_and(|s| {
                     s.attempt == *attempt && s.agent.as_ref().is_some_and(|a| a.kill_requested)
@@ -346,7 +346,7 @@ impl Cx<'_> {
         let known = self.agent_of(step).and_then(|a| a.upstream_run_id.clone());
         match (expected, known) {
             (true, None) => {
-                let interval = POLL_INITIAL_MS;
+                let interval = self.polling().initial.as_millis();
                 let now = self.now;
                 let s = self.st(step);
                 s.timer_at = None;
@@ -356,6 +356,7 @@ impl Cx<'_> {
                     a.polls = 0;
                     a.poll_interval_ms = interval;
                     a.next_poll_at = Some(now + interval as i64);
+                    a.polled_at = Some(now);
                     a.last_activity_at = Some(now);
                 }
                 self.effects.push(Effect::PollAgent {
@@ -397,7 +398,21 @@ impl Cx<'_> {
         }
     }
 
-    fn on_agent_observed(&mut self, step: &str, attempt: u32, poll: u32, obs: &AgentObservation) {
+    fn polling(&self) -> PollingPolicy {
+        self.def.polling.clone().unwrap_or_default()
+    }
+
+    /// A status poll answered. A poll that saw progress is written and starts a new poll chain
+    /// (`polls + 1`) at the initial interval; one that saw nothing new backs off and is written
+    /// only as a heartbeat, so an idle agent costs a poll, not a write.
+    fn on_agent_observed(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        poll: u32,
+        interval_ms: u64,
+        obs: &AgentObservation,
+    ) {
         if !self.is_current(step, attempt, StepStatus::Running) {
             return;
         }
@@ -408,14 +423,34 @@ impl Cx<'_> {
         let changed = obs.status != a.upstream_status
             || obs.turns != a.turns
             || obs.tokens != a.tokens
-            || obs.cost_usd != a.cost_usd;
+            || obs.cost_usd != a.cost_usd
+            || (obs.session_id.is_some() && obs.session_id != a.session_id);
         let upstream = a.upstream_run_id.clone().unwrap_or_default();
-        let interval = if changed {
-            POLL_INITIAL_MS
-        } else {
-            next_interval(a.poll_interval_ms)
-        };
+        let polling = self.polling();
         let now = self.now;
+        if !changed {
+            let waited = if interval_ms == 0 {
+                a.poll_interval_ms
+            } else {
+                interval_ms
+            };
+            let interval = polling.next_interval(waited);
+            let heartbeat = a.polled_at.is_none_or(|p| now - p >= POLL_HEARTBEAT_MS);
+            if heartbeat && let Some(a) = self.st(step).agent.as_mut() {
+                a.polled_at = Some(now);
+                a.poll_interval_ms = interval;
+                a.next_poll_at = Some(now + interval as i64);
+            }
+            self.effects.push(Effect::PollAgent {
+                step: step.to_string(),
+                attempt,
+                upstream_run_id: upstream,
+                poll,
+                delay_ms: interval,
+            });
+            return;
+        }
+        let interval = polling.initial.as_millis();
         {
             let s = self.st(step);
             let Some(a) = s.agent.as_mut() else { return };
@@ -431,9 +466,8 @@ impl Cx<'_> {
             if obs.session_id.is_some() {
                 a.session_id = obs.session_id.clone();
             }
-            if changed {
-                a.last_activity_at = Some(now);
-            }
+            a.last_activity_at = Some(now);
+            a.polled_at = Some(now);
             a.poll_interval_ms = interval;
             a.next_poll_at = None;
         }
@@ -924,6 +958,9 @@ impl Cx<'_> {
             RunStatus::Compensating => return self.advance_compensation(),
             _ => return false,
         }
+        if self.check_budgets() {
+            return true;
+        }
         let mut changed = false;
         if self.run.deadline.is_some_and(|d| self.now >= d) {
             let ids: Vec<String> = self.def.steps.iter().map(|s| s.id.clone()).collect();
@@ -950,6 +987,54 @@ impl Cx<'_> {
             changed = true;
         }
         changed
+    }
+
+    /// Stop whatever crossed a budget: the run (all its steps) or a running agent step.
+    fn check_budgets(&mut self) -> bool {
+        let now = self.now;
+        let def = self.def;
+        if let Some(b) = &def.budget {
+            let turns = self
+                .run
+                .steps
+                .values()
+                .filter_map(|s| s.agent.as_ref())
+                .map(|a| a.turns)
+                .sum();
+            let elapsed = self.run.started_at.map(|t| now - t);
+            if let Some(reason) = over_budget(b, self.run.cost_usd(), turns, elapsed) {
+                let why = format!("run budget exceeded: {reason}");
+                for d in &def.steps {
+                    self.stop_step(&d.id, StepStatus::Cancelled, &why, false);
+                }
+                self.fail_run(RunStatus::Failed, why);
+                return true;
+            }
+        }
+        for d in &def.steps {
+            let StepAction::Agent(AgentAction {
+                budget: Some(b), ..
+            }) = &d.action
+            else {
+                continue;
+            };
+            let Some(s) = self.run.steps.get(&d.id) else {
+                continue;
+            };
+            if s.status != StepStatus::Running {
+                continue;
+            }
+            let (cost, turns) = s.agent.as_ref().map_or((0.0, 0), |a| {
+                (a.cost_usd + a.previous_attempts_cost_usd, a.turns)
+            });
+            let elapsed = s.started_at.map(|t| now - t);
+            if let Some(reason) = over_budget(b, cost, turns, elapsed) {
+                self.kill_current_agent(&d.id, false);
+                self.fail_final(&d.id, format!("step budget exceeded: {reason}"), false);
+                return true;
+            }
+        }
+        false
     }
 
     fn advance_step(&mut self, d: &StepDef) -> bool {
@@ -1058,12 +1143,11 @@ impl Cx<'_> {
                         true
                     }
                     Some(upstream)
-                        if tick
-                            && a.next_poll_at
-                                .is_some_and(|t| now >= t + POLL_LOST_AFTER_MS) =>
+                        if tick && poll_lost_at(&a, &self.polling()).is_some_and(|t| now >= t) =>
                     {
                         if let Some(ag) = self.st(&d.id).agent.as_mut() {
-                            ag.next_poll_at = Some(now + ag.poll_interval_ms as i64);
+                            ag.polled_at = Some(now);
+                            ag.next_poll_at = Some(now);
                         }
                         self.effects.push(Effect::PollAgent {
                             step: d.id.clone(),
@@ -1221,7 +1305,17 @@ impl Cx<'_> {
     /// The agent conversation a step continues: the latest captured session of an earlier step
     /// naming the same `session`.
     fn shared_session(&self, d: &StepDef, a: &AgentAction) -> Option<String> {
-        let key = a.session.as_ref()?;
+        let first_agent = self
+            .def
+            .steps
+            .iter()
+            .find(|o| matches!(o.action, StepAction::Agent(_)))
+            .is_some_and(|o| o.id == d.id);
+        let resume = self.run.resume_session_id.clone();
+        let Some(key) = a.session.as_ref() else {
+            // A run started with `continue_session` continues it in its first agent step.
+            return if first_agent { resume } else { None };
+        };
         self.def
             .steps
             .iter()
@@ -1238,6 +1332,7 @@ impl Cx<'_> {
             })
             .max_by_key(|(at, _)| *at)
             .map(|(_, id)| id)
+            .or(resume)
     }
 
     fn side_effect(&self, d: &StepDef, attempt: u32) -> Result<Option<Effect>, String> {
@@ -1735,18 +1830,42 @@ pub fn approval_id(run_id: &str, step: &str, attempt: u32) -> String {
     format!("{run_id}.{step}.{attempt}")
 }
 
-fn next_interval(current: u64) -> u64 {
-    let base = if current == 0 {
-        POLL_INITIAL_MS
-    } else {
-        current
-    };
-    ((base as f64 * POLL_FACTOR) as u64).min(POLL_MAX_MS)
+/// When a poll chain is presumed lost. A live chain writes when it sees progress and at least
+/// once per heartbeat (at its first poll after the heartbeat passes), so nothing written for a
+/// heartbeat plus the longest interval (plus slack) means the chain's message was lost.
+fn poll_lost_at(a: &AgentProgress, polling: &PollingPolicy) -> Option<Millis> {
+    let polled = a.polled_at?;
+    let due = a.next_poll_at.unwrap_or(polled).max(polled);
+    Some(due.max(polled + POLL_HEARTBEAT_MS) + polling.max.millis_i64() + POLL_LOST_AFTER_MS)
+}
+
+/// Which cap a spend crosses, in words, if any.
+fn over_budget(b: &Budget, cost: f64, turns: u32, elapsed: Option<Millis>) -> Option<String> {
+    if let Some(max) = b.max_cost_usd
+        && cost > max
+    {
+        return Some(format!("agent cost ${cost:.4} is over the ${max:.4} cap"));
+    }
+    if let Some(max) = b.max_turns
+        && turns > max
+    {
+        return Some(format!("{turns} agent turns is over the cap of {max}"));
+    }
+    if let (Some(max), Some(elapsed)) = (&b.max_duration, elapsed)
+        && elapsed >= max.millis_i64()
+    {
+        return Some(format!(
+            "{} s of wall-clock time reached the {max} cap",
+            elapsed / 1000
+        ));
+    }
+    None
 }
 
 /// The earliest moment a `Tick` must be delivered for a timer (retry, timeout, wait, expiry,
-/// cancel grace, run deadline). Polls and re-issues have their own messages and are not here.
-pub fn next_timer(run: &Run) -> Option<Millis> {
+/// cancel grace, run deadline, wall-clock budgets). Polls and re-issues have their own messages
+/// and are not here.
+pub fn next_timer(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
     let mut t: Option<Millis> = None;
     let mut take = |x: Option<Millis>| {
         if let Some(x) = x {
@@ -1756,6 +1875,18 @@ pub fn next_timer(run: &Run) -> Option<Millis> {
     match run.status {
         RunStatus::Running => {
             take(run.deadline);
+            let budget_end = |b: &Option<Budget>, from: Option<Millis>| {
+                Some(from? + b.as_ref()?.max_duration.as_ref()?.millis_i64())
+            };
+            take(budget_end(&def.budget, run.started_at));
+            for d in &def.steps {
+                if let StepAction::Agent(a) = &d.action
+                    && let Some(s) = run.steps.get(&d.id)
+                    && s.status == StepStatus::Running
+                {
+                    take(budget_end(&a.budget, s.started_at));
+                }
+            }
             for s in run.steps.values() {
                 match s.status {
                     StepStatus::Retrying => take(s.timer_at),
@@ -1778,8 +1909,9 @@ pub fn next_timer(run: &Run) -> Option<Millis> {
 
 /// When the run next needs attention: its next timer, or the moment an outstanding effect is
 /// presumed lost. The sweeper re-enqueues runs past this.
-pub fn wake_at(run: &Run) -> Option<Millis> {
-    let mut t = next_timer(run);
+pub fn wake_at(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
+    let polling = def.polling.clone().unwrap_or_default();
+    let mut t = next_timer(run, def);
     let mut take = |x: Option<Millis>| {
         if let Some(x) = x {
             t = Some(t.map_or(x, |t| t.min(x)));
@@ -1795,7 +1927,7 @@ pub fn wake_at(run: &Run) -> Option<Millis> {
                     if a.upstream_run_id.is_none() {
                         take(s.timer_at);
                     } else {
-                        take(a.next_poll_at.map(|p| p + POLL_LOST_AFTER_MS));
+                        take(poll_lost_at(a, &polling));
                     }
                 } else if s.effect_pending {
                     take(s.timer_at);

@@ -129,6 +129,7 @@ impl Harness {
             step: step.into(),
             attempt,
             poll,
+            interval_ms: 0,
             observation: obs,
         })
     }

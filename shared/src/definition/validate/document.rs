@@ -18,8 +18,9 @@ use super::Problem;
 use super::fields::{self, FieldSpec};
 use super::support::{describe, did_you_mean, humanize, index, join, join_serde_path, list};
 use crate::definition::{
-    AgentAction, ApprovalAction, HttpAction, InputSpec, NotificationDef, NotifyAction, RetryPolicy,
-    StepAction, StepDef, StepKind, TriggerDef, WaitAction, When, WorkflowDefinition,
+    AgentAction, ApprovalAction, Budget, HttpAction, InputSpec, NotificationDef, NotifyAction,
+    PollingPolicy, RetryPolicy, StepAction, StepDef, StepKind, TriggerDef, WaitAction, When,
+    WorkflowDefinition,
 };
 use crate::duration::DurationSpec;
 
@@ -711,6 +712,10 @@ pub(super) fn build(doc: &Value, problems: &mut Vec<Problem>) -> Option<Workflow
     let outputs = w
         .opt::<BTreeMap<String, String>>(root, "outputs", "")
         .unwrap_or_default();
+    let polling = w
+        .opt::<Option<PollingPolicy>>(root, "polling", "")
+        .flatten();
+    let budget = w.opt::<Option<Budget>>(root, "budget", "").flatten();
     if !w.typed_ok {
         return None;
     }
@@ -724,5 +729,7 @@ pub(super) fn build(doc: &Value, problems: &mut Vec<Problem>) -> Option<Workflow
         notifications,
         timeout,
         outputs,
+        polling,
+        budget,
     })
 }

@@ -239,6 +239,12 @@ mod tests {
             session: Some("s".into()),
             repository_url: Some("https://example.com/r.git".into()),
             git_branch: Some("main".into()),
+            budget: Some(crate::definition::Budget {
+                max_cost_usd: Some(1.0),
+                max_turns: None,
+                max_duration: None,
+                on_exceed: Default::default(),
+            }),
         }
     }
 
@@ -304,7 +310,9 @@ mod tests {
                 "triggers",
                 "notifications",
                 "timeout",
-                "outputs"
+                "outputs",
+                "polling",
+                "budget"
             ])
         );
     }

@@ -9,8 +9,8 @@ use super::Problem;
 use super::schedule;
 use super::support::{ID_RULE, describe, did_you_mean, index, is_id, is_input_name, join, list};
 use crate::definition::{
-    LIFECYCLE_EVENTS, MAX_AGENT_TURNS, MAX_STEPS, OnExpiry, RetryPolicy, StepAction, StepKind,
-    TriggerDef, When, WorkflowDefinition,
+    Budget, LIFECYCLE_EVENTS, MAX_AGENT_TURNS, MAX_STEPS, OnExpiry, PollingPolicy, RetryPolicy,
+    StepAction, StepKind, TriggerDef, When, WorkflowDefinition,
 };
 use crate::duration::DurationSpec;
 use crate::model::RunStatus;
@@ -153,6 +153,66 @@ impl<'d> Checker<'d> {
         }
         if let Some(t) = &def.timeout {
             self.positive_duration("timeout", "the run timeout", t);
+        }
+        if let Some(p) = &def.polling {
+            self.polling(p);
+        }
+        if let Some(b) = &def.budget {
+            self.budget(b, "budget");
+        }
+    }
+
+    fn polling(&mut self, p: &PollingPolicy) {
+        self.positive_duration("polling.initial", "the first poll interval", &p.initial);
+        if !(p.factor.is_finite() && (1.0..=10.0).contains(&p.factor)) {
+            self.problem(
+                "polling.factor",
+                format!(
+                    "factor must be between 1 (fixed interval) and 10, got {}",
+                    p.factor
+                ),
+            );
+        }
+        if p.max.as_millis() < p.initial.as_millis() {
+            self.problem(
+                "polling.max",
+                format!(
+                    "max ({}) is shorter than initial ({}); make it at least as long",
+                    p.max, p.initial
+                ),
+            );
+        }
+        if p.max.as_millis() > PollingPolicy::MAX_INTERVAL_MS {
+            self.problem(
+                "polling.max",
+                format!(
+                    "max ({}) is longer than 15m, the longest a queue message can be delayed",
+                    p.max
+                ),
+            );
+        }
+    }
+
+    fn budget(&mut self, b: &Budget, path: &str) {
+        if b.max_cost_usd.is_none() && b.max_turns.is_none() && b.max_duration.is_none() {
+            self.problem(
+                path,
+                "a budget needs at least one of max_cost_usd, max_turns, max_duration",
+            );
+        }
+        if let Some(c) = b.max_cost_usd
+            && !(c.is_finite() && c > 0.0)
+        {
+            self.problem(
+                join(path, "max_cost_usd"),
+                format!("max_cost_usd must be a positive amount of US dollars, got {c}"),
+            );
+        }
+        if b.max_turns == Some(0) {
+            self.problem(join(path, "max_turns"), "max_turns must be at least 1");
+        }
+        if let Some(d) = &b.max_duration {
+            self.positive_duration(join(path, "max_duration"), "max_duration", d);
         }
     }
 
@@ -401,6 +461,9 @@ impl<'d> Checker<'d> {
                     join(path, "message"),
                     "say what the agent should do",
                 );
+                if let Some(b) = &a.budget {
+                    self.budget(b, &join(path, "budget"));
+                }
                 if let Some(t) = a.max_turns
                     && !(1..=MAX_AGENT_TURNS).contains(&t)
                 {
