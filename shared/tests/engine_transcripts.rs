@@ -763,6 +763,10 @@ fn feedback_reaches_a_running_agent_and_is_refused_otherwise() {
         h.audit.last().map(|a| a.kind.as_str()),
         Some("agent.feedback")
     );
+    assert!(
+        matches!(&effects[1], Effect::PollAgent { delay_ms: 2_000, poll: 1, .. }),
+        "feedback starts a fast poll chain: {effects:?}"
+    );
     let err = h
         .try_send(Event::FeedbackSent {
             step: Some("join".into()),
@@ -1229,4 +1233,26 @@ fn a_run_can_continue_an_earlier_session() {
             );
         }
     }
+}
+
+#[test]
+fn growing_tokens_are_written_but_only_a_status_change_polls_fast_again() {
+    let mut h = Harness::new(DIAMOND);
+    h.start();
+    h.agent_started("plan", "up");
+    h.later(2_000);
+    let effects = h.observe("plan", running(0, 100)); // pending → running: fast again
+    assert!(matches!(effects[0], Effect::PollAgent { delay_ms: 2_000, poll: 1, .. }));
+    let mut delays = Vec::new();
+    for i in 2..8u64 {
+        let before = h.run.clone();
+        let effects = h.observe("plan", running(0, 100 * i));
+        assert_ne!(h.run, before, "progress is recorded");
+        let Effect::PollAgent { delay_ms, .. } = &effects[0] else {
+            panic!("{effects:?}")
+        };
+        delays.push(*delay_ms);
+    }
+    assert_eq!(delays, vec![3_000, 4_500, 6_750, 10_125, 15_187, 22_780]);
+    assert_eq!(h.run.steps["plan"].agent.as_ref().map(|a| a.tokens), Some(700));
 }

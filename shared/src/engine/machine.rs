@@ -402,9 +402,14 @@ impl Cx<'_> {
         self.def.polling.clone().unwrap_or_default()
     }
 
-    /// A status poll answered. A poll that saw progress is written and starts a new poll chain
-    /// (`polls + 1`) at the initial interval; one that saw nothing new backs off and is written
-    /// only as a heartbeat, so an idle agent costs a poll, not a write.
+    /// A status poll answered.
+    ///
+    /// The interval backs off on every poll and drops back to the start only when the agent
+    /// run's status changes (pending → running) or feedback was sent: tokens grow on nearly every
+    /// poll of a live run, so treating them as a reason to poll fast would poll fast forever.
+    /// Progress (turns, tokens, cost) is written when it changes, which starts a new poll chain
+    /// (`polls + 1`); a poll that saw nothing new is written only as a heartbeat, so an idle
+    /// agent costs a poll, not a write.
     fn on_agent_observed(
         &mut self,
         step: &str,
@@ -420,7 +425,8 @@ impl Cx<'_> {
         if a.polls != poll || a.upstream_run_id.is_none() {
             return; // a duplicate or late poll answer
         }
-        let changed = obs.status != a.upstream_status
+        let status_changed = obs.status != a.upstream_status;
+        let changed = status_changed
             || obs.turns != a.turns
             || obs.tokens != a.tokens
             || obs.cost_usd != a.cost_usd
@@ -428,13 +434,17 @@ impl Cx<'_> {
         let upstream = a.upstream_run_id.clone().unwrap_or_default();
         let polling = self.polling();
         let now = self.now;
+        let waited = if interval_ms == 0 {
+            a.poll_interval_ms
+        } else {
+            interval_ms
+        };
+        let interval = if status_changed {
+            polling.initial.as_millis()
+        } else {
+            polling.next_interval(waited)
+        };
         if !changed {
-            let waited = if interval_ms == 0 {
-                a.poll_interval_ms
-            } else {
-                interval_ms
-            };
-            let interval = polling.next_interval(waited);
             let heartbeat = a.polled_at.is_none_or(|p| now - p >= POLL_HEARTBEAT_MS);
             if heartbeat && let Some(a) = self.st(step).agent.as_mut() {
                 a.polled_at = Some(now);
@@ -450,7 +460,6 @@ impl Cx<'_> {
             });
             return;
         }
-        let interval = polling.initial.as_millis();
         {
             let s = self.st(step);
             let Some(a) = s.agent.as_mut() else { return };
@@ -803,11 +812,31 @@ impl Cx<'_> {
             .and_then(|a| a.upstream_run_id.clone())
             .unwrap_or_default();
         let attempt = self.run.steps.get(&target).map(|s| s.attempt);
+        // The agent will react to the message: watch closely again (a new poll chain at the
+        // initial interval; the old chain's next poll becomes stale).
+        let initial = self.polling().initial.as_millis();
+        let now = self.now;
+        let poll = {
+            let s = self.st(&target);
+            let a = s.agent.get_or_insert_with(AgentProgress::default);
+            a.polls += 1;
+            a.poll_interval_ms = initial;
+            a.next_poll_at = Some(now + initial as i64);
+            a.polled_at = Some(now);
+            a.polls
+        };
         self.effects.push(Effect::SendAgentMessage {
             step: target.clone(),
-            upstream_run_id: upstream,
+            upstream_run_id: upstream.clone(),
             content: content.to_string(),
             message_type: message_type.to_string(),
+        });
+        self.effects.push(Effect::PollAgent {
+            step: target.clone(),
+            attempt: attempt.unwrap_or(1),
+            upstream_run_id: upstream,
+            poll,
+            delay_ms: initial,
         });
         self.log(
             by,
