@@ -149,12 +149,12 @@ impl Cx<'_> {
     }
 
     fn finish(mut self, before_timer: Option<Millis>) -> Changes {
-        let wake = wake_at(self.run, self.def);
+        let timer = next_timer(self.run, self.def);
+        let wake = wake_after(self.run, self.def, timer);
         if wake != self.run.wake_at {
             self.run.wake_at = wake;
             self.dirty = true;
         }
-        let timer = next_timer(self.run, self.def);
         if let Some(at) = timer
             && timer != before_timer
         {
@@ -398,8 +398,8 @@ impl Cx<'_> {
         }
     }
 
-    fn polling(&self) -> PollingPolicy {
-        self.def.polling.clone().unwrap_or_default()
+    fn polling(&self) -> &PollingPolicy {
+        polling_of(self.def)
     }
 
     /// A status poll answered.
@@ -432,7 +432,7 @@ impl Cx<'_> {
             || obs.cost_usd != a.cost_usd
             || (obs.session_id.is_some() && obs.session_id != a.session_id);
         let upstream = a.upstream_run_id.clone().unwrap_or_default();
-        let polling = self.polling();
+        let polling = polling_of(self.def);
         let now = self.now;
         let waited = if interval_ms == 0 {
             a.poll_interval_ms
@@ -987,7 +987,7 @@ impl Cx<'_> {
             RunStatus::Compensating => return self.advance_compensation(),
             _ => return false,
         }
-        if self.check_budgets() {
+        if self.has_budgets() && self.check_budgets() {
             return true;
         }
         let mut changed = false;
@@ -1016,6 +1016,15 @@ impl Cx<'_> {
             changed = true;
         }
         changed
+    }
+
+    fn has_budgets(&self) -> bool {
+        self.def.budget.is_some()
+            || self
+                .def
+                .steps
+                .iter()
+                .any(|d| matches!(&d.action, StepAction::Agent(a) if a.budget.is_some()))
     }
 
     /// Stop whatever crossed a budget: the run (all its steps) or a running agent step.
@@ -1172,7 +1181,7 @@ impl Cx<'_> {
                         true
                     }
                     Some(upstream)
-                        if tick && poll_lost_at(&a, &self.polling()).is_some_and(|t| now >= t) =>
+                        if tick && poll_lost_at(&a, self.polling()).is_some_and(|t| now >= t) =>
                     {
                         if let Some(ag) = self.st(&d.id).agent.as_mut() {
                             ag.polled_at = Some(now);
@@ -1859,6 +1868,13 @@ pub fn approval_id(run_id: &str, step: &str, attempt: u32) -> String {
     format!("{run_id}.{step}.{attempt}")
 }
 
+/// The workflow's polling policy, or the default, without copying it (decisions are hot).
+fn polling_of(def: &WorkflowDefinition) -> &PollingPolicy {
+    static DEFAULT: std::sync::LazyLock<PollingPolicy> =
+        std::sync::LazyLock::new(PollingPolicy::default);
+    def.polling.as_ref().unwrap_or(&DEFAULT)
+}
+
 /// When a poll chain is presumed lost. A live chain writes when it sees progress and at least
 /// once per heartbeat (at its first poll after the heartbeat passes), so nothing written for a
 /// heartbeat plus the longest interval (plus slack) means the chain's message was lost.
@@ -1910,6 +1926,7 @@ pub fn next_timer(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
             take(budget_end(&def.budget, run.started_at));
             for d in &def.steps {
                 if let StepAction::Agent(a) = &d.action
+                    && a.budget.is_some()
                     && let Some(s) = run.steps.get(&d.id)
                     && s.status == StepStatus::Running
                 {
@@ -1939,8 +1956,13 @@ pub fn next_timer(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
 /// When the run next needs attention: its next timer, or the moment an outstanding effect is
 /// presumed lost. The sweeper re-enqueues runs past this.
 pub fn wake_at(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
-    let polling = def.polling.clone().unwrap_or_default();
-    let mut t = next_timer(run, def);
+    wake_after(run, def, next_timer(run, def))
+}
+
+/// [`wake_at`] given the run's [`next_timer`], already computed.
+fn wake_after(run: &Run, def: &WorkflowDefinition, timer: Option<Millis>) -> Option<Millis> {
+    let polling = polling_of(def);
+    let mut t = timer;
     let mut take = |x: Option<Millis>| {
         if let Some(x) = x {
             t = Some(t.map_or(x, |t| t.min(x)));
@@ -1956,7 +1978,7 @@ pub fn wake_at(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
                     if a.upstream_run_id.is_none() {
                         take(s.timer_at);
                     } else {
-                        take(poll_lost_at(a, &polling));
+                        take(poll_lost_at(a, polling));
                     }
                 } else if s.effect_pending {
                     take(s.timer_at);
