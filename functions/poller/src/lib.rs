@@ -1,14 +1,248 @@
-//! Lambda function `flowgate-poller`: the SQS consumer that advances runs and polls agent runs on delayed messages.
+//! Lambda function `flowgate-poller`: the SQS consumer that advances runs and polls agent runs
+//! on delayed messages.
 //!
-//! The handler lives here (not in `main.rs`) so tests can call it directly. It is built out in
-//! issue 3 (agent steps and the poller); until then it refuses every invocation with an error that says so, rather
-//! than pretending to succeed.
+//! Each SQS record is one [`WorkMessage`](flowgate_shared::ports::WorkMessage), handled by the
+//! shared [`Executor`]. The event source mapping must enable `ReportBatchItemFailures`: the
+//! handler answers with the ids of the records to deliver again, so one failing record does
+//! not send the whole batch back.
+//!
+//! The handler lives here (not in `main.rs`) so tests drive it with real SQS messages.
 
-use lambda_runtime::{Error, LambdaEvent};
-use serde_json::Value;
+use std::fmt;
+use std::sync::Arc;
 
-/// Handle one invocation.
-pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    tracing::warn!(request_id = %event.context.request_id, "flowgate-poller is not implemented yet");
-    Err("flowgate-poller is not implemented yet (issue 3 (agent steps and the poller)); nothing was done, do not retry".into())
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use flowgate_shared::adapters::dynamodb::DynamoStore;
+use flowgate_shared::adapters::sqs::{SqsQueue, decode_body};
+use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
+use flowgate_shared::ports::WorkMessage;
+use flowgate_shared::runtime::{ExecError, Executor, SystemClock, event_step};
+use futures::StreamExt;
+use tracing::{Instrument, error, field, info_span, warn};
+
+/// Records handled at once within one batch. Records of the same run may race; the executor's
+/// conditional writes make that safe, and a handful in parallel keeps a batch of 10 short.
+pub const MAX_CONCURRENCY: usize = 8;
+
+/// Characters of an undecodable body quoted in the log.
+const BODY_SNIPPET_CHARS: usize = 200;
+
+/// The environment variables the function reads once at cold start.
+pub const ENV_TABLE: &str = "FLOWGATE_TABLE";
+pub const ENV_QUEUE_URL: &str = "FLOWGATE_QUEUE_URL";
+pub const ENV_AGENT_URL: &str = "FLOWGATE_AGENT_URL";
+pub const ENV_AGENT_API_KEY: &str = "FLOWGATE_AGENT_API_KEY";
+
+/// The poller's configuration, read once from the environment.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PollerConfig {
+    /// DynamoDB table holding runs, workflows and sessions.
+    pub table: String,
+    /// URL of the work queue (this function's event source).
+    pub queue_url: String,
+    /// Root URL of the agent service.
+    pub agent_url: String,
+    pub agent_api_key: String,
+}
+
+impl fmt::Debug for PollerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PollerConfig")
+            .field("table", &self.table)
+            .field("queue_url", &self.queue_url)
+            .field("agent_url", &self.agent_url)
+            .field("agent_api_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why the function cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "missing environment variable(s) {}: set them on the function (the SAM template \
+         does); the poller cannot start without them",
+        .0.join(", ")
+    )]
+    Missing(Vec<&'static str>),
+    #[error("the agent client cannot be built from {ENV_AGENT_URL}/{ENV_AGENT_API_KEY}: {0}")]
+    Agent(#[from] AgentError),
+    #[error("{0}")]
+    Executor(#[from] ExecError),
+}
+
+impl PollerConfig {
+    /// Read the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Read the configuration through `get` (tests pass a map). Every missing or blank value
+    /// is reported at once.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut missing = Vec::new();
+        let mut read = |name: &'static str| {
+            let value = get(name).map(|v| v.trim().to_string()).unwrap_or_default();
+            if value.is_empty() {
+                missing.push(name);
+            }
+            value
+        };
+        let config = PollerConfig {
+            table: read(ENV_TABLE),
+            queue_url: read(ENV_QUEUE_URL),
+            agent_url: read(ENV_AGENT_URL),
+            agent_api_key: read(ENV_AGENT_API_KEY),
+        };
+        if missing.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Missing(missing))
+        }
+    }
+}
+
+/// Build the executor the function uses for its whole life: DynamoDB store, SQS queue, agent
+/// client, system clock.
+pub async fn build_executor(config: &PollerConfig) -> Result<Executor, ConfigError> {
+    let store = Arc::new(DynamoStore::from_env(config.table.clone()).await);
+    let queue = Arc::new(SqsQueue::from_env(config.queue_url.clone()).await);
+    let agent = AgentClient::new(
+        &config.agent_url,
+        &config.agent_api_key,
+        AgentClientConfig::default(),
+    )?;
+    Ok(Executor::new(
+        store.clone(),
+        store,
+        queue,
+        Arc::new(agent),
+        Arc::new(SystemClock),
+    )?)
+}
+
+/// Handle one SQS batch; the response names the records to deliver again.
+///
+/// - A record the executor handled, or one that was stale, is done.
+/// - A record that failed retryably (store or agent unavailable, a lost write race) is
+///   reported, so SQS delivers it again after the visibility timeout.
+/// - A record that failed for a reason retrying cannot fix is logged and counted as done; the
+///   run it belongs to stays recoverable through its `wake_at` and the sweeper.
+/// - A body that is not a work message is logged with its message id and counted as done: it
+///   can never be handled, and reporting it would only send it around until the dead-letter
+///   queue while poisoning nothing else.
+///
+/// A failed record without a message id (Lambda always sends one) is reported with an empty
+/// id, which makes Lambda retry the whole batch: safe, because every handler is idempotent.
+pub async fn handle_batch(executor: &Executor, event: SqsEvent) -> SqsBatchResponse {
+    let failed: Vec<String> = futures::stream::iter(
+        event
+            .records
+            .into_iter()
+            .map(|record| handle_record(executor, record)),
+    )
+    .buffer_unordered(MAX_CONCURRENCY)
+    .filter_map(|failed| async move { failed })
+    .collect()
+    .await;
+    let mut response = SqsBatchResponse::default();
+    response.set_failures(failed);
+    response
+}
+
+/// Handle one record; `Some(message_id)` when it must be delivered again.
+async fn handle_record(executor: &Executor, record: SqsMessage) -> Option<String> {
+    let message_id = record.message_id.clone().unwrap_or_default();
+    let span = info_span!(
+        "record",
+        message_id = %message_id,
+        receive_count = record.attributes.get("ApproximateReceiveCount").map(String::as_str),
+        run_id = field::Empty,
+        step_id = field::Empty,
+    );
+    async {
+        let body = record.body.as_deref().unwrap_or_default();
+        let message = match decode_body(body) {
+            Ok(message) => message,
+            Err(e) => {
+                let snippet: String = body.chars().take(BODY_SNIPPET_CHARS).collect();
+                error!(
+                    error = %e,
+                    body = %snippet,
+                    "record body is not a work message; dropping it (it can never be handled)"
+                );
+                return None;
+            }
+        };
+        let span = tracing::Span::current();
+        span.record("run_id", message.run_id());
+        if let Some(step) = message_step(&message) {
+            span.record("step_id", step);
+        }
+        match executor.handle(&message).await {
+            Ok(()) => None,
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, "record failed; it will be delivered again");
+                if message_id.is_empty() {
+                    error!("the failed record has no message id; the whole batch will be retried");
+                }
+                Some(message_id.clone())
+            }
+            Err(e) => {
+                error!(
+                    error = %e,
+                    "record failed and retrying cannot help; dropping it (the run's wake-up \
+                     timer and the sweeper keep the run recoverable)"
+                );
+                None
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn message_step(message: &WorkMessage) -> Option<&str> {
+    match message {
+        WorkMessage::Poll { step, .. } => Some(step),
+        WorkMessage::Event { event, .. } => event_step(event).map(|(step, _)| step),
+        WorkMessage::Wake { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn config_reports_every_missing_value_at_once() {
+        let env: HashMap<&str, &str> =
+            HashMap::from([(ENV_TABLE, "runs"), (ENV_AGENT_API_KEY, "  ")]);
+        let err = PollerConfig::from_lookup(|k| env.get(k).map(|v| v.to_string()))
+            .expect_err("values are missing");
+        let text = err.to_string();
+        assert!(
+            text.contains(ENV_QUEUE_URL)
+                && text.contains(ENV_AGENT_URL)
+                && text.contains(ENV_AGENT_API_KEY),
+            "{text}"
+        );
+        assert!(!text.contains(ENV_TABLE), "{text}");
+    }
+
+    #[test]
+    fn config_reads_all_values_and_hides_the_key() {
+        let env: HashMap<&str, &str> = HashMap::from([
+            (ENV_TABLE, "runs"),
+            (ENV_QUEUE_URL, "https://sqs.example/q"),
+            (ENV_AGENT_URL, "http://agent:28881"),
+            (ENV_AGENT_API_KEY, "secret-key"),
+        ]);
+        let config =
+            PollerConfig::from_lookup(|k| env.get(k).map(|v| v.to_string())).expect("complete");
+        assert_eq!(config.table, "runs");
+        assert_eq!(config.agent_url, "http://agent:28881");
+        assert!(!format!("{config:?}").contains("secret-key"));
+    }
 }

@@ -1,0 +1,545 @@
+//! The executor: one work message in, engine decisions written, effects performed.
+//!
+//! Order matters for the invariants: the run is read (strongly consistent), the engine decides,
+//! the new state is written conditionally on the version read, and only then are the effects
+//! performed. A crash anywhere leaves either the old state (the message comes back and is
+//! decided again) or the new state with effects not yet done (the engine re-issues them from
+//! `wake_at` on a tick, which the sweeper guarantees).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tracing::{Instrument, debug, error, field, info_span, warn};
+
+use super::agent::AgentApi;
+use super::clock::Clock;
+use super::error::ExecError;
+use crate::definition::{StepAction, WorkflowDefinition};
+use crate::engine::{AgentObservation, Effect, Event, decide_mut};
+use crate::model::{AgentRunStatus, Millis, Run, RunStatus, StepStatus};
+use crate::ports::{MAX_DELAY, RunStore, WorkMessage, WorkQueue, WorkflowStore};
+
+/// Events one message may process inline (the first plus the outcomes of effects it caused).
+/// More are handed to the queue as `WorkMessage::Event`s, so one message cannot keep a Lambda
+/// busy indefinitely.
+pub const MAX_INLINE_EVENTS: usize = 64;
+
+/// Conditional writes tried per event before giving up with [`ExecError::Contention`] (the
+/// message is then retried as a whole).
+pub const MAX_WRITE_ATTEMPTS: u32 = 8;
+
+/// Budget of one HTTP call made for an `http` or `notify` step (connect to last byte).
+pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Pinned definitions kept in memory; a warm Lambda sees few distinct (workflow, version) pairs.
+const DEFINITION_CACHE_SIZE: usize = 256;
+
+/// Performs work messages: see the module docs for the order of reads, writes and effects.
+pub struct Executor {
+    pub(super) store: Arc<dyn RunStore>,
+    pub(super) workflows: Arc<dyn WorkflowStore>,
+    pub(super) queue: Arc<dyn WorkQueue>,
+    pub(super) agent: Arc<dyn AgentApi>,
+    pub(super) http: reqwest::Client,
+    pub(super) clock: Arc<dyn Clock>,
+    /// Pinned definitions by (workflow id, version). Versions are immutable, so entries never
+    /// go stale.
+    definitions: Mutex<HashMap<(String, u64), Arc<WorkflowDefinition>>>,
+}
+
+impl fmt::Debug for Executor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Executor")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the run looked like before a decision, for the session bookkeeping.
+#[derive(Debug, Clone)]
+pub(super) struct Before {
+    pub status: RunStatus,
+    /// Step id → the agent session id it had.
+    pub sessions: BTreeMap<String, Option<String>>,
+}
+
+impl Before {
+    fn of(run: &Run) -> Self {
+        Before {
+            status: run.status,
+            sessions: run
+                .steps
+                .iter()
+                .map(|(id, s)| {
+                    (
+                        id.clone(),
+                        s.agent.as_ref().and_then(|a| a.session_id.clone()),
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A decision that was written (or needed no write), with the effects still to perform.
+#[derive(Debug)]
+pub(super) struct Applied {
+    pub run: Run,
+    pub def: Arc<WorkflowDefinition>,
+    pub effects: Vec<Effect>,
+    pub before: Before,
+}
+
+impl Executor {
+    /// An executor over the given ports, with an HTTP client for `http`/`notify` steps that
+    /// gives up after [`HTTP_TIMEOUT`].
+    pub fn new(
+        store: Arc<dyn RunStore>,
+        workflows: Arc<dyn WorkflowStore>,
+        queue: Arc<dyn WorkQueue>,
+        agent: Arc<dyn AgentApi>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ExecError> {
+        let http = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| ExecError::Config(format!("HTTP client set-up failed: {e}")))?;
+        Ok(Executor {
+            store,
+            workflows,
+            queue,
+            agent,
+            http,
+            clock,
+            definitions: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Use `http` for `http` and `notify` steps (e.g. with a proxy or other timeouts).
+    pub fn with_http(mut self, http: reqwest::Client) -> Self {
+        self.http = http;
+        self
+    }
+
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Handle one work message. `Ok` means the message is done (including stale messages,
+    /// which are dropped); a retryable error means it should be delivered again; any other
+    /// error means retrying cannot help (log it and drop the message: the run's `wake_at` and
+    /// the sweeper keep the run recoverable).
+    pub async fn handle(&self, message: &WorkMessage) -> Result<(), ExecError> {
+        match message {
+            WorkMessage::Event { run_id, event } => {
+                let span = info_span!(
+                    "work",
+                    kind = "event",
+                    run_id = %run_id,
+                    event = event.name(),
+                    step_id = field::Empty,
+                    attempt = field::Empty,
+                );
+                if let Some((step, attempt)) = event_step(event) {
+                    span.record("step_id", step);
+                    if let Some(attempt) = attempt {
+                        span.record("attempt", attempt);
+                    }
+                }
+                self.process(run_id, event.clone(), None)
+                    .instrument(span)
+                    .await
+            }
+            WorkMessage::Wake { run_id, at } => {
+                let span = info_span!("work", kind = "wake", run_id = %run_id, at = ?at);
+                self.wake(run_id, *at).instrument(span).await
+            }
+            WorkMessage::Poll {
+                run_id,
+                step,
+                attempt,
+                upstream_run_id,
+                poll,
+                interval_ms,
+            } => {
+                let span = info_span!(
+                    "work",
+                    kind = "poll",
+                    run_id = %run_id,
+                    step_id = %step,
+                    attempt,
+                    poll,
+                    upstream_run_id = %upstream_run_id,
+                );
+                self.poll(run_id, step, *attempt, upstream_run_id, *poll, *interval_ms)
+                    .instrument(span)
+                    .await
+            }
+        }
+    }
+
+    /// A wake-up. One sent for a timer further away than the queue can delay (15 minutes) is
+    /// re-sent until the timer is due: each hop waits `min(at - now, 900 s)`.
+    async fn wake(&self, run_id: &str, at: Option<Millis>) -> Result<(), ExecError> {
+        let now = self.clock.now_ms();
+        if let Some(at) = at
+            && now < at
+        {
+            let delay = delay_until(now, at);
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                "timer not due yet; re-sending the wake-up"
+            );
+            let message = WorkMessage::Wake {
+                run_id: run_id.to_string(),
+                at: Some(at),
+            };
+            self.queue.send(&message, delay).await?;
+            return Ok(());
+        }
+        self.process(run_id, Event::Tick, None).await
+    }
+
+    /// A status poll. Polls that no longer match the step's live poll chain (another attempt,
+    /// another poll number, the step finished) are dropped without calling the agent service.
+    ///
+    /// Agent errors: a retryable one (timeout, 5xx, 429) fails the message so it is delivered
+    /// again after the visibility timeout. A 404 means the agent run is gone: it is reported to
+    /// the engine as a failed agent run (so the step's retry policy applies). Any other error
+    /// (a wrong API key, a malformed answer) is returned as non-retryable: the poll is dropped
+    /// and the step's lost-poll timer (`wake_at`) re-issues a poll a few minutes later, so
+    /// fixing the configuration resumes polling without failing anyone's step.
+    async fn poll(
+        &self,
+        run_id: &str,
+        step: &str,
+        attempt: u32,
+        upstream_run_id: &str,
+        poll: u32,
+        interval_ms: u64,
+    ) -> Result<(), ExecError> {
+        let Some(run) = self.store.get_run(run_id).await? else {
+            debug!("the run does not exist; dropping the poll");
+            return Ok(());
+        };
+        let current = run
+            .steps
+            .get(step)
+            .filter(|s| s.attempt == attempt && s.status == StepStatus::Running)
+            .and_then(|s| s.agent.as_ref())
+            .is_some_and(|a| {
+                a.polls == poll && a.upstream_run_id.as_deref() == Some(upstream_run_id)
+            });
+        if !current {
+            debug!("stale poll (the step moved on); dropping it without calling the agent");
+            return Ok(());
+        }
+        let def = self.definition(&run).await?;
+        let Some(workflow) = agent_workflow(&def, step) else {
+            warn!(
+                "poll for a step that is not an agent step in the pinned definition; dropping it"
+            );
+            return Ok(());
+        };
+        let observation = match self.agent.observe(&workflow, upstream_run_id).await {
+            Ok(observation) => observation,
+            Err(e) if e.is_retryable() => {
+                warn!(error = %e, "agent status poll failed; the message will be retried");
+                return Err(e.into());
+            }
+            Err(e) if e.is_not_found() => {
+                warn!(error = %e, "the agent service no longer knows this run; reporting it failed");
+                AgentObservation {
+                    status: Some(AgentRunStatus::Failed),
+                    error: Some(format!(
+                        "the agent service no longer knows run {upstream_run_id} (HTTP 404)"
+                    )),
+                    ..AgentObservation::default()
+                }
+            }
+            Err(e) => {
+                error!(
+                    error = %e,
+                    "agent status poll failed and retrying will not help; dropping it (the \
+                     step's lost-poll timer re-issues a poll later)"
+                );
+                return Err(e.into());
+            }
+        };
+        let event = Event::AgentObserved {
+            step: step.to_string(),
+            attempt,
+            poll,
+            interval_ms,
+            observation,
+        };
+        self.process(run_id, event, Some(run)).await
+    }
+
+    /// Apply `first`, perform its effects, apply their outcomes, and so on, up to
+    /// [`MAX_INLINE_EVENTS`]. Effect failures that a redelivery can repair (a queue send that
+    /// did not go out) are returned after every other effect was tried.
+    async fn process(
+        &self,
+        run_id: &str,
+        first: Event,
+        preloaded: Option<Run>,
+    ) -> Result<(), ExecError> {
+        let mut work = VecDeque::from([first]);
+        let mut preloaded = preloaded;
+        let mut handled = 0usize;
+        let mut deferred: Option<ExecError> = None;
+        while let Some(event) = work.pop_front() {
+            if handled >= MAX_INLINE_EVENTS {
+                work.push_front(event);
+                debug!(
+                    remaining = work.len(),
+                    "inline event budget spent; queueing the rest"
+                );
+                self.enqueue_events(run_id, work).await?;
+                break;
+            }
+            handled += 1;
+            let applied = match self.apply(run_id, &event, preloaded.take()).await {
+                Ok(Some(applied)) => applied,
+                Ok(None) => continue,
+                Err(e) if handled > 1 => {
+                    // An effect's outcome could not be recorded. The message that caused it
+                    // would not bring it back (its own event is already applied), so hand the
+                    // outcome and the rest of the work to the queue.
+                    warn!(event = event.name(), error = %e, "could not apply an effect's outcome; queueing it");
+                    work.push_front(event);
+                    if let Err(queue_error) = self.enqueue_events(run_id, work).await {
+                        warn!(error = %queue_error, "could not queue it either; the run's wake-up timer re-issues the effect");
+                        return Err(e);
+                    }
+                    return deferred.map_or(Ok(()), Err);
+                }
+                Err(e) => return Err(e),
+            };
+            self.record_sessions(&applied).await;
+            for effect in &applied.effects {
+                let span = effect_span(effect);
+                match self.perform(&applied, effect).instrument(span).await {
+                    Ok(Some(next)) => work.push_back(next),
+                    Ok(None) => {}
+                    Err(e) => {
+                        warn!(effect = effect_name(effect), error = %e, "effect failed");
+                        deferred.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        deferred.map_or(Ok(()), Err)
+    }
+
+    /// Read, decide, write (conditionally), re-reading and re-deciding after a lost race.
+    /// `Ok(None)` when the run does not exist or the engine refused the event.
+    pub(super) async fn apply(
+        &self,
+        run_id: &str,
+        event: &Event,
+        mut preloaded: Option<Run>,
+    ) -> Result<Option<Applied>, ExecError> {
+        let start = Event::Start;
+        for attempt in 1..=MAX_WRITE_ATTEMPTS {
+            let mut run = match preloaded.take() {
+                Some(run) => run,
+                None => match self.store.get_run(run_id).await? {
+                    Some(run) => run,
+                    None => {
+                        warn!(event = event.name(), "no such run; dropping the event");
+                        return Ok(None);
+                    }
+                },
+            };
+            let def = self.definition(&run).await?;
+            // A wake-up for a run still pending means its start message was lost (whoever
+            // created it stopped before enqueueing it): start it now.
+            let event = match event {
+                Event::Tick if run.status == RunStatus::Pending => &start,
+                other => other,
+            };
+            let before = Before::of(&run);
+            let expected = run.version;
+            let now = self.clock.now_ms();
+            let changes = match decide_mut(&mut run, &def, event, now) {
+                Ok(changes) => changes,
+                Err(rejection) => {
+                    warn!(event = event.name(), %rejection, "the engine refused the event; dropping it");
+                    return Ok(None);
+                }
+            };
+            if changes.changed {
+                run.version = expected + 1;
+                match self.store.put_run(&run, expected, &changes.audit).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_conflict() => {
+                        debug!(
+                            attempt,
+                            "another writer changed the run; re-reading and deciding again"
+                        );
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(Some(Applied {
+                run,
+                def,
+                effects: changes.effects,
+                before,
+            }));
+        }
+        Err(ExecError::Contention {
+            run_id: run_id.to_string(),
+            attempts: MAX_WRITE_ATTEMPTS,
+        })
+    }
+
+    async fn enqueue_events(
+        &self,
+        run_id: &str,
+        events: impl IntoIterator<Item = Event>,
+    ) -> Result<(), ExecError> {
+        let messages: Vec<(WorkMessage, Duration)> = events
+            .into_iter()
+            .map(|event| {
+                (
+                    WorkMessage::Event {
+                        run_id: run_id.to_string(),
+                        event,
+                    },
+                    Duration::ZERO,
+                )
+            })
+            .collect();
+        self.queue.send_batch(&messages).await?;
+        Ok(())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, HashMap<(String, u64), Arc<WorkflowDefinition>>> {
+        // The map is only read and inserted into; a panic elsewhere cannot leave it torn.
+        self.definitions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The definition version the run is pinned to.
+    pub(super) async fn definition(&self, run: &Run) -> Result<Arc<WorkflowDefinition>, ExecError> {
+        let key = (run.workflow_id.clone(), run.workflow_version);
+        if let Some(def) = self.cache().get(&key) {
+            return Ok(def.clone());
+        }
+        let stored = self
+            .workflows
+            .get_workflow(&run.workflow_id, Some(run.workflow_version))
+            .await?
+            .ok_or_else(|| ExecError::MissingWorkflow {
+                run_id: run.id.clone(),
+                workflow_id: run.workflow_id.clone(),
+                version: run.workflow_version,
+            })?;
+        let def = Arc::new(stored.definition);
+        let mut cache = self.cache();
+        if cache.len() >= DEFINITION_CACHE_SIZE {
+            cache.clear();
+        }
+        cache.insert(key, def.clone());
+        Ok(def)
+    }
+}
+
+/// The agent service workflow of an agent step.
+pub(super) fn agent_workflow(def: &WorkflowDefinition, step: &str) -> Option<String> {
+    match &def.step(step)?.action {
+        StepAction::Agent(a) => Some(a.workflow.clone()),
+        _ => None,
+    }
+}
+
+/// The queue delay until `at`, within what the queue accepts (0..=900 s).
+pub fn delay_until(now: Millis, at: Millis) -> Duration {
+    let max = i64::try_from(MAX_DELAY.as_millis()).unwrap_or(i64::MAX);
+    let ms = at.saturating_sub(now).clamp(0, max);
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// The step (and attempt) an event is about, for log fields.
+pub fn event_step(event: &Event) -> Option<(&str, Option<u32>)> {
+    match event {
+        Event::AgentStarted { step, attempt, .. }
+        | Event::AgentStartFailed { step, attempt, .. }
+        | Event::AgentObserved { step, attempt, .. }
+        | Event::AgentKilled { step, attempt }
+        | Event::StepSucceeded { step, attempt, .. }
+        | Event::StepFailed { step, attempt, .. } => Some((step, Some(*attempt))),
+        Event::CompensationFinished { step, .. } => Some((step, None)),
+        Event::FeedbackSent { step, .. }
+        | Event::RetryRequested {
+            from_step: step, ..
+        } => step.as_deref().map(|s| (s, None)),
+        _ => None,
+    }
+}
+
+/// Short name of an effect for logs.
+pub fn effect_name(effect: &Effect) -> &'static str {
+    match effect {
+        Effect::StartAgent { .. } => "start_agent",
+        Effect::PollAgent { .. } => "poll_agent",
+        Effect::KillAgent { .. } => "kill_agent",
+        Effect::SendAgentMessage { .. } => "send_agent_message",
+        Effect::RequestApproval { .. } => "request_approval",
+        Effect::CloseApproval { .. } => "close_approval",
+        Effect::CallHttp { .. } => "call_http",
+        Effect::Notify { .. } => "notify",
+        Effect::Compensate { .. } => "compensate",
+        Effect::ScheduleWake { .. } => "schedule_wake",
+        Effect::Emit { .. } => "emit",
+    }
+}
+
+fn effect_span(effect: &Effect) -> tracing::Span {
+    let span = info_span!(
+        "effect",
+        effect = effect_name(effect),
+        step_id = field::Empty,
+        attempt = field::Empty
+    );
+    let (step, attempt) = match effect {
+        Effect::StartAgent { step, attempt, .. }
+        | Effect::PollAgent { step, attempt, .. }
+        | Effect::KillAgent { step, attempt, .. }
+        | Effect::CallHttp { step, attempt, .. }
+        | Effect::Notify { step, attempt, .. } => (Some(step.as_str()), Some(*attempt)),
+        Effect::SendAgentMessage { step, .. }
+        | Effect::RequestApproval { step, .. }
+        | Effect::CloseApproval { step, .. }
+        | Effect::Compensate { step, .. } => (Some(step.as_str()), None),
+        Effect::Emit { step, .. } => (step.as_deref(), None),
+        Effect::ScheduleWake { .. } => (None, None),
+    };
+    if let Some(step) = step {
+        span.record("step_id", step);
+    }
+    if let Some(attempt) = attempt {
+        span.record("attempt", attempt);
+    }
+    span
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_are_clamped_to_what_the_queue_accepts() {
+        assert_eq!(delay_until(1_000, 500), Duration::ZERO);
+        assert_eq!(delay_until(1_000, 1_250), Duration::from_millis(250));
+        assert_eq!(delay_until(0, 3_600_000), MAX_DELAY);
+    }
+}

@@ -1,0 +1,32 @@
+//! The runtime: what performs the engine's decisions.
+//!
+//! - [`Executor`] handles one [`WorkMessage`](crate::ports::WorkMessage): read the run, let the
+//!   engine decide, write conditionally on the version read (re-reading and re-deciding after a
+//!   lost race), then perform the effects in order and feed their outcomes back as events.
+//! - [`sweep`] re-wakes runs whose `wake_at` passed (lost messages, crashes).
+//! - [`start_run`] creates a run of a stored workflow and enqueues its start.
+//! - [`Clock`] is where `now` comes from ([`SystemClock`], or [`ManualClock`] in tests).
+//!
+//! The same code runs on Lambda (DynamoDB, SQS), in `flowgate serve` (redb, in-process queue)
+//! and in tests; only the ports differ.
+
+mod agent;
+mod clock;
+mod effects;
+mod error;
+mod executor;
+mod sessions;
+mod start;
+mod sweeper;
+
+pub use agent::AgentApi;
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use effects::MAX_HTTP_OUTPUT_BYTES;
+pub use error::ExecError;
+pub use executor::{
+    Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until, effect_name,
+    event_step,
+};
+pub use sessions::session_record_name;
+pub use start::{NewRun, StartError, StartedRun, start_run};
+pub use sweeper::{SWEEP_GRACE_MS, sweep};

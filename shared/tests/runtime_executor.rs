@@ -1,0 +1,702 @@
+//! The executor on real local ports (redb store, in-process queue, the agent simulator over
+//! HTTP, wiremock for HTTP steps): timer chaining, stale polls, write races, effects, sessions,
+//! and the sweeper starting a run whose start message was lost.
+
+mod runtime_support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use flowgate_shared::adapters::embedded::EmbeddedStore;
+use flowgate_shared::adapters::memqueue::MemQueue;
+use flowgate_shared::definition::{WorkflowDefinition, parse_definition};
+use flowgate_shared::engine::{Event, decide, session_name};
+use flowgate_shared::model::{AuditEntry, Millis, Run, RunStatus, StepStatus};
+use flowgate_shared::ports::{
+    CreateOutcome, MAX_DELAY, RunPage, RunQuery, RunStore, SessionRecord, StoreError, WorkMessage,
+    WorkQueue, WorkflowStore,
+};
+use flowgate_shared::runtime::{
+    Clock, Executor, ManualClock, NewRun, SystemClock, session_record_name, start_run, sweep,
+};
+use runtime_support::*;
+use serde_json::{Map, json};
+use tokio::sync::oneshot;
+use wiremock::matchers::{body_json, method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn def(yaml: &str) -> WorkflowDefinition {
+    match parse_definition(yaml) {
+        Ok(d) => d,
+        Err(e) => panic!("test definition is invalid: {e}"),
+    }
+}
+
+/// Handle messages from `queue` until the run is terminal (acking what was handled, leaving
+/// retryable failures for redelivery), within `limit`.
+async fn drive(
+    executor: &Executor,
+    queue: &dyn WorkQueue,
+    store: &dyn RunStore,
+    run_id: &str,
+    limit: Duration,
+) -> Run {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let run = store.get_run(run_id).await.expect("read").expect("run");
+        if run.status.is_terminal() {
+            return run;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run did not finish within {limit:?}: {run:#?}"
+        );
+        for m in queue
+            .receive(10, Duration::from_millis(200))
+            .await
+            .expect("receive")
+        {
+            match executor.handle(&m.message).await {
+                Err(e) if e.is_retryable() => {}
+                _ => queue.ack(&m.receipt).await.expect("ack"),
+            }
+        }
+    }
+}
+
+struct Local {
+    _dir: tempfile::TempDir,
+    store: Arc<EmbeddedStore>,
+    queue: Arc<CrashQueue>,
+    mem: Arc<MemQueue>,
+}
+
+fn local() -> Local {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open_store(&dir);
+    let mem = Arc::new(MemQueue::new(Duration::from_secs(5)));
+    let queue = Arc::new(CrashQueue::new(mem.clone(), Fuse::never()));
+    Local {
+        _dir: dir,
+        store,
+        queue,
+        mem,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timers_longer_than_the_queue_delay_are_chained_in_hops_of_at_most_900_s() {
+    let l = local();
+    let t0: Millis = 1_760_000_000_000;
+    let clock = Arc::new(ManualClock::new(t0));
+    let fuse = Fuse::never();
+    let store = Arc::new(CrashStore {
+        inner: l.store.clone(),
+        fuse: fuse.clone(),
+    });
+    let sim = fast_simulator().await;
+    let executor = Executor::new(
+        store.clone(),
+        store.clone(),
+        l.queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(300))),
+        clock.clone(),
+    )
+    .expect("executor");
+    let d = def("id: pause\nsteps:\n  - id: nap\n    kind: wait\n    duration: 1h\n");
+    l.store.put_workflow(&d, t0).await.expect("workflow");
+    let started = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        t0,
+        NewRun {
+            workflow_id: "pause".into(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start");
+    let run_id = started.run_id;
+
+    // Start: the wait step's timer is an hour away; the wake-up goes out with the longest
+    // delay the queue allows, carrying the timer's time.
+    executor
+        .handle(&WorkMessage::Event {
+            run_id: run_id.clone(),
+            event: Event::Start,
+        })
+        .await
+        .expect("start");
+    let at = t0 + 3_600_000;
+    let wake = WorkMessage::Wake {
+        run_id: run_id.clone(),
+        at: Some(at),
+    };
+    assert_eq!(l.queue.sent().last(), Some(&(wake.clone(), MAX_DELAY)));
+
+    // Each early arrival re-sends the same wake-up for min(at - now, 900 s) and touches
+    // nothing else (no store call at all).
+    for (now, expected) in [
+        (t0 + 900_000, MAX_DELAY),
+        (t0 + 1_800_000, MAX_DELAY),
+        (t0 + 3_000_000, Duration::from_secs(600)),
+        (t0 + 3_599_000, Duration::from_secs(1)),
+    ] {
+        clock.set(now);
+        let calls = fuse.calls();
+        executor.handle(&wake).await.expect("early wake");
+        assert_eq!(l.queue.sent().last(), Some(&(wake.clone(), expected)));
+        assert_eq!(
+            fuse.calls(),
+            calls,
+            "an early wake-up must not read the run"
+        );
+        let run = l.store.get_run(&run_id).await.expect("read").expect("run");
+        assert_eq!(run.step("nap").map(|s| s.status), Some(StepStatus::Running));
+    }
+
+    // On time: it ticks, the wait ends, the run succeeds, nothing is re-sent.
+    clock.set(at);
+    let sent = l.queue.sent().len();
+    executor.handle(&wake).await.expect("due wake");
+    let run = l.store.get_run(&run_id).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert!(
+        l.queue.sent()[sent..]
+            .iter()
+            .all(|(m, _)| !matches!(m, WorkMessage::Wake { .. })),
+        "no further wake-up after the timer fired"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_polls_are_dropped_without_calling_the_agent() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let executor = Executor::new(
+        l.store.clone(),
+        l.store.clone(),
+        l.queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(300))),
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+    let d = three_agent_steps("stale", "50ms");
+    l.store
+        .put_workflow(&d, SystemClock.now_ms())
+        .await
+        .expect("workflow");
+    let run_id = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: "stale".into(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start")
+    .run_id;
+    executor
+        .handle(&WorkMessage::Event {
+            run_id: run_id.clone(),
+            event: Event::Start,
+        })
+        .await
+        .expect("start");
+    let live = l
+        .queue
+        .sent()
+        .into_iter()
+        .find_map(|(m, _)| matches!(m, WorkMessage::Poll { .. }).then_some(m))
+        .expect("the start enqueued the first poll");
+    let WorkMessage::Poll {
+        upstream_run_id,
+        poll,
+        ..
+    } = live.clone()
+    else {
+        unreachable!()
+    };
+    assert_eq!(poll, 0);
+    let version = l
+        .store
+        .get_run(&run_id)
+        .await
+        .expect("read")
+        .expect("run")
+        .version;
+
+    let stale = |step: &str, attempt: u32, upstream: &str, poll: u32| WorkMessage::Poll {
+        run_id: run_id.clone(),
+        step: step.into(),
+        attempt,
+        upstream_run_id: upstream.into(),
+        poll,
+        interval_ms: 50,
+    };
+    for message in [
+        stale("a", 1, &upstream_run_id, 3), // an older or duplicated poll chain
+        stale("a", 2, &upstream_run_id, 0), // another attempt
+        stale("a", 1, "someone-elses-run", 0), // another agent run
+        stale("b", 1, &upstream_run_id, 0), // a step that is not running
+        stale("nope", 1, &upstream_run_id, 0), // a step that does not exist
+    ] {
+        let requests = sim.requests();
+        executor.handle(&message).await.expect("stale poll is fine");
+        assert_eq!(sim.requests(), requests, "no agent call for {message:?}");
+    }
+    let run = l.store.get_run(&run_id).await.expect("read").expect("run");
+    assert_eq!(run.version, version, "stale polls write nothing");
+
+    // The live poll does call the agent service.
+    let requests = sim.requests();
+    executor.handle(&live).await.expect("live poll");
+    assert!(sim.requests() > requests, "the live poll calls the agent");
+}
+
+/// A store that holds its first `get_run` answer until the test opens the gate, so its
+/// executor decides on a version someone else overwrites meanwhile.
+struct GatedStore {
+    inner: Arc<EmbeddedStore>,
+    gate: tokio::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    reads: AtomicUsize,
+    writes: AtomicUsize,
+    conflicts: AtomicUsize,
+}
+
+#[async_trait]
+impl RunStore for GatedStore {
+    async fn create_run(
+        &self,
+        run: &Run,
+        audit: &[AuditEntry],
+    ) -> Result<CreateOutcome, StoreError> {
+        self.inner.create_run(run, audit).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        let out = self.inner.get_run(run_id).await;
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        if let Some((reached, open)) = self.gate.lock().await.take() {
+            let _ = reached.send(());
+            let _ = open.await;
+        }
+        out
+    }
+    async fn put_run(
+        &self,
+        run: &Run,
+        expected: u64,
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        let out = self.inner.put_run(run, expected, audit).await;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        if out.as_ref().is_err_and(StoreError::is_conflict) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        out
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
+        self.inner.list_runs(query).await
+    }
+    async fn due_runs(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(String, Millis)>, StoreError> {
+        self.inner.due_runs(now, limit).await
+    }
+    async fn audit(
+        &self,
+        run_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(run_id, after, limit).await
+    }
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.find_idempotency_key(key).await
+    }
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.put_session(session).await
+    }
+    async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.get_session(name).await
+    }
+    async fn list_sessions(&self, active_only: bool) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.list_sessions(active_only).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_executors_racing_on_one_run_both_land_after_a_re_read() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let now = SystemClock.now_ms();
+    let d = def(r#"
+id: race
+steps:
+  - id: left
+    kind: http
+    url: "http://127.0.0.1:9/never-called"
+  - id: right
+    kind: http
+    url: "http://127.0.0.1:9/never-called"
+"#);
+    let stored = l.store.put_workflow(&d, now).await.expect("workflow");
+    // Both steps running, their HTTP calls in flight (the engine decides it; the calls are not
+    // made here: the test reports their outcomes).
+    let run = Run::new("race-1", &d, stored.version, Map::new(), now);
+    l.store.create_run(&run, &[]).await.expect("create");
+    let mut started = decide(&run, &d, &Event::Start, now).expect("start").run;
+    started.version = 1;
+    let audit = decide(&run, &d, &Event::Start, now).expect("start").audit;
+    l.store.put_run(&started, 0, &audit).await.expect("put");
+
+    let (reached_tx, reached_rx) = oneshot::channel();
+    let (open_tx, open_rx) = oneshot::channel();
+    let gated = Arc::new(GatedStore {
+        inner: l.store.clone(),
+        gate: tokio::sync::Mutex::new(Some((reached_tx, open_rx))),
+        reads: AtomicUsize::new(0),
+        writes: AtomicUsize::new(0),
+        conflicts: AtomicUsize::new(0),
+    });
+    let agent = Arc::new(client(&sim, Duration::from_secs(300)));
+    let slow = Arc::new(
+        Executor::new(
+            gated.clone(),
+            l.store.clone(),
+            l.queue.clone(),
+            agent.clone(),
+            Arc::new(SystemClock),
+        )
+        .expect("executor"),
+    );
+    let fast = Executor::new(
+        l.store.clone(),
+        l.store.clone(),
+        l.queue.clone(),
+        agent,
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+
+    let done = |step: &str| WorkMessage::Event {
+        run_id: "race-1".into(),
+        event: Event::StepSucceeded {
+            step: step.into(),
+            attempt: 1,
+            output: json!({"step": step}),
+        },
+    };
+    let slow_task = {
+        let slow = slow.clone();
+        let message = done("left");
+        tokio::spawn(async move { slow.handle(&message).await })
+    };
+    reached_rx.await.expect("the slow executor read the run");
+    // While the slow one holds version 1, the fast one records its step (version 2).
+    fast.handle(&done("right")).await.expect("fast executor");
+    assert_eq!(
+        l.store
+            .get_run("race-1")
+            .await
+            .expect("read")
+            .expect("run")
+            .version,
+        2
+    );
+    open_tx.send(()).expect("open the gate");
+    slow_task.await.expect("join").expect("slow executor");
+
+    assert_eq!(
+        gated.conflicts.load(Ordering::SeqCst),
+        1,
+        "the slow write lost once"
+    );
+    assert_eq!(gated.reads.load(Ordering::SeqCst), 2, "then it re-read");
+    assert_eq!(gated.writes.load(Ordering::SeqCst), 2, "and wrote again");
+    let run = l.store.get_run("race-1").await.expect("read").expect("run");
+    assert_eq!(run.version, 3);
+    assert_eq!(run.status, RunStatus::Succeeded);
+    for step in ["left", "right"] {
+        let s = run.step(step).expect("step");
+        assert_eq!(s.status, StepStatus::Succeeded, "{step}");
+        assert_eq!(s.output, Some(json!({"step": step})));
+    }
+    let audit = l.store.audit("race-1", None, 100).await.expect("audit");
+    let seqs: Vec<u64> = audit.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        (0..audit.len() as u64).collect::<Vec<_>>(),
+        "audit is contiguous"
+    );
+    let succeeded: Vec<_> = audit
+        .iter()
+        .filter(|e| e.kind == "step.succeeded")
+        .filter_map(|e| e.step_id.clone())
+        .collect();
+    assert_eq!(succeeded, vec!["right".to_string(), "left".to_string()]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_and_notify_steps_call_real_servers_and_report_outcomes() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/deploy"))
+        .and(body_json(json!({"ref": "main"})))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({"deployment": 42})))
+        .expect(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/hook"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/broken"))
+        .respond_with(ResponseTemplate::new(503).set_body_string("upstream is down"))
+        .mount(&server)
+        .await;
+
+    let l = local();
+    let sim = fast_simulator().await;
+    let executor = Executor::new(
+        l.store.clone(),
+        l.store.clone(),
+        l.queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(300))),
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+    let yaml = format!(
+        r#"
+id: calls
+steps:
+  - id: deploy
+    kind: http
+    method: POST
+    url: "{base}/deploy"
+    body: {{ref: main}}
+  - id: tell
+    kind: notify
+    depends_on: [deploy]
+    message: "deployed ${{{{ steps.deploy.output }}}}"
+    webhook_url: "{base}/hook"
+  - id: check
+    kind: http
+    depends_on: [tell]
+    url: "{base}/broken"
+"#,
+        base = server.uri()
+    );
+    let d = def(&yaml);
+    l.store
+        .put_workflow(&d, SystemClock.now_ms())
+        .await
+        .expect("workflow");
+    let run_id = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: "calls".into(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start")
+    .run_id;
+    let run = drive(
+        &executor,
+        &*l.queue,
+        &*l.store,
+        &run_id,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    assert_eq!(run.status, RunStatus::Failed);
+    let deploy = run.step("deploy").expect("deploy");
+    assert_eq!(deploy.status, StepStatus::Succeeded);
+    assert_eq!(deploy.output, Some(json!({"deployment": 42})));
+    assert_eq!(
+        run.step("tell").map(|s| s.status),
+        Some(StepStatus::Succeeded)
+    );
+    let check = run.step("check").expect("check");
+    assert_eq!(check.status, StepStatus::Failed);
+    assert_eq!(check.error.as_deref(), Some("503 upstream is down"));
+
+    let hooks: Vec<_> = server
+        .received_requests()
+        .await
+        .expect("recorded")
+        .into_iter()
+        .filter(|r| r.url.path() == "/hook")
+        .collect();
+    assert_eq!(hooks.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&hooks[0].body).expect("json");
+    assert_eq!(body["run_id"], json!(run_id));
+    assert_eq!(body["step"], json!("tell"));
+    assert!(
+        body["text"].as_str().is_some_and(|t| t.contains("42")),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_step_agent_run_completes_and_files_its_sessions() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let executor = Executor::new(
+        l.store.clone(),
+        l.store.clone(),
+        l.queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(300))),
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+    let d = three_agent_steps("agents", "20ms");
+    l.store
+        .put_workflow(&d, SystemClock.now_ms())
+        .await
+        .expect("workflow");
+    let run_id = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: "agents".into(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start")
+    .run_id;
+    let run = drive(
+        &executor,
+        &*l.queue,
+        &*l.store,
+        &run_id,
+        Duration::from_secs(20),
+    )
+    .await;
+
+    assert_eq!(run.status, RunStatus::Succeeded, "{run:#?}");
+    assert_eq!(sim.runs_started(), 3);
+    for step in ["a", "b", "c"] {
+        let s = run.step(step).expect("step");
+        assert!(s.output.is_some(), "step {step} has an output");
+        assert_eq!(
+            sim.runs_with_session_name(&session_name(&run_id, step, 1)),
+            1
+        );
+        let agent = s.agent.as_ref().expect("agent progress");
+        let session_id = agent
+            .session_id
+            .clone()
+            .expect("session id captured while running");
+        let record = l
+            .store
+            .get_session(&session_record_name(&run, step))
+            .await
+            .expect("read")
+            .expect("session record");
+        assert_eq!(
+            record.agent_session_id.as_deref(),
+            Some(session_id.as_str())
+        );
+        assert_eq!(record.runs.len(), 1);
+        assert_eq!(record.runs[0].run_id, run_id);
+        assert_eq!(record.runs[0].step_id, step);
+        assert!(
+            !record.active,
+            "the run finished, so its sessions are inactive"
+        );
+    }
+    // Inputs of later steps were rendered from earlier outputs.
+    let b_run = sim.run_ids_for_session_name(&session_name(&run_id, "b", 1));
+    let body = sim.start_body(&b_run[0]).expect("start body");
+    let a_output = run
+        .step("a")
+        .and_then(|s| s.output.clone())
+        .expect("a output");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(a_output.as_str().unwrap_or("?"))),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_starts_a_run_whose_start_message_was_lost() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let t0 = SystemClock.now_ms();
+    let clock = Arc::new(ManualClock::new(t0));
+    let executor = Executor::new(
+        l.store.clone(),
+        l.store.clone(),
+        l.queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(3_600))),
+        clock.clone(),
+    )
+    .expect("executor");
+    let d = three_agent_steps("lost", "20ms");
+    l.store.put_workflow(&d, t0).await.expect("workflow");
+    let run_id = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        t0,
+        NewRun {
+            workflow_id: "lost".into(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start")
+    .run_id;
+    // The start message is lost.
+    let lost = l.mem.receive(10, Duration::ZERO).await.expect("receive");
+    assert_eq!(lost.len(), 1);
+    l.mem.ack(&lost[0].receipt).await.expect("ack");
+
+    // Within the grace period the sweeper leaves it alone (a start may be in flight) ...
+    clock.set(t0 + 10_000);
+    assert_eq!(
+        sweep(&*l.store, &*l.queue, clock.now_ms(), 100)
+            .await
+            .expect("sweep"),
+        0
+    );
+    // ... after it, the run is woken and, being pending, started.
+    clock.set(t0 + 31_000);
+    assert_eq!(
+        sweep(&*l.store, &*l.queue, clock.now_ms(), 100)
+            .await
+            .expect("sweep"),
+        1
+    );
+    let run = drive(
+        &executor,
+        &*l.queue,
+        &*l.store,
+        &run_id,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(sim.runs_started(), 3);
+}
