@@ -2,6 +2,8 @@
 //! rest of the workspace.
 //!
 //! [`contract`] holds the port contract suite (the cases, written once); `tests/contract.rs`
-//! runs it against every backend.
+//! runs it against every backend. [`runtime`] holds helpers of the poller and runtime tests
+//! (moto-backed ports, SQS records shaped as Lambda delivers them).
 
 pub mod contract;
+pub mod runtime;
