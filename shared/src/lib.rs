@@ -12,5 +12,6 @@ pub mod duration;
 pub mod engine;
 pub mod model;
 pub mod ports;
+pub mod runtime;
 pub mod telemetry;
 pub mod template;
