@@ -764,7 +764,14 @@ fn feedback_reaches_a_running_agent_and_is_refused_otherwise() {
         Some("agent.feedback")
     );
     assert!(
-        matches!(&effects[1], Effect::PollAgent { delay_ms: 2_000, poll: 1, .. }),
+        matches!(
+            &effects[1],
+            Effect::PollAgent {
+                delay_ms: 2_000,
+                poll: 1,
+                ..
+            }
+        ),
         "feedback starts a fast poll chain: {effects:?}"
     );
     let err = h
@@ -1242,7 +1249,14 @@ fn growing_tokens_are_written_but_only_a_status_change_polls_fast_again() {
     h.agent_started("plan", "up");
     h.later(2_000);
     let effects = h.observe("plan", running(0, 100)); // pending → running: fast again
-    assert!(matches!(effects[0], Effect::PollAgent { delay_ms: 2_000, poll: 1, .. }));
+    assert!(matches!(
+        effects[0],
+        Effect::PollAgent {
+            delay_ms: 2_000,
+            poll: 1,
+            ..
+        }
+    ));
     let mut delays = Vec::new();
     for i in 2..8u64 {
         let before = h.run.clone();
@@ -1254,5 +1268,17 @@ fn growing_tokens_are_written_but_only_a_status_change_polls_fast_again() {
         delays.push(*delay_ms);
     }
     assert_eq!(delays, vec![3_000, 4_500, 6_750, 10_125, 15_187, 22_780]);
-    assert_eq!(h.run.steps["plan"].agent.as_ref().map(|a| a.tokens), Some(700));
+    assert_eq!(
+        h.run.steps["plan"].agent.as_ref().map(|a| a.tokens),
+        Some(700)
+    );
+}
+
+#[test]
+fn a_tick_starts_a_run_whose_start_message_was_lost() {
+    let mut h = Harness::new(DIAMOND);
+    assert_eq!(h.run.wake_at, Some(T0), "a new run needs attention at once");
+    let effects = h.tick();
+    assert_eq!(h.status(), RunStatus::Running);
+    assert_eq!(started_agents(&effects), vec!["plan"]);
 }

@@ -182,7 +182,9 @@ impl Cx<'_> {
     fn apply(&mut self, event: &Event) -> Result<(), Rejection> {
         match event {
             Event::Start => self.on_start(),
-            Event::Tick => {}
+            // A tick for a run whose Start message was lost starts it (the sweeper wakes runs
+            // that are still pending past their `wake_at`).
+            Event::Tick => self.on_start(),
             Event::AgentStarted {
                 step,
                 attempt,
