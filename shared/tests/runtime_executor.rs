@@ -637,6 +637,53 @@ async fn a_three_step_agent_run_completes_and_files_its_sessions() {
             .is_some_and(|m| m.contains(a_output.as_str().unwrap_or("?"))),
         "{body}"
     );
+
+    // A later run continues step c's conversation by its session name.
+    let c_session = session_record_name(&run, "c");
+    let c_agent_session = run
+        .step("c")
+        .and_then(|s| s.agent.as_ref())
+        .and_then(|a| a.session_id.clone())
+        .expect("c's agent session");
+    let started = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: "agents".into(),
+            continue_session: Some(c_session.clone()),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start a continuation");
+    let next = l
+        .store
+        .get_run(&started.run_id)
+        .await
+        .expect("read")
+        .expect("run");
+    assert_eq!(
+        next.resume_session_id.as_deref(),
+        Some(c_agent_session.as_str())
+    );
+    assert_eq!(next.session_name.as_deref(), Some(c_session.as_str()));
+    let err = start_run(
+        &*l.store,
+        &*l.store,
+        &*l.queue,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: "agents".into(),
+            continue_session: Some("no-such-session".into()),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect_err("unknown session");
+    assert!(err.to_string().contains("no session named"), "{err}");
+    assert!(!err.is_retryable());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,10 @@ pub struct NewRun {
     pub session_name: Option<String>,
     /// Agent session id to continue (from an earlier run's session record).
     pub resume_session_id: Option<String>,
+    /// Name of an earlier session to continue: its agent session id becomes
+    /// `resume_session_id`, and the run files its own agent steps under the same name unless
+    /// `session_name` says otherwise.
+    pub continue_session: Option<String>,
     pub parent_run_id: Option<String>,
     pub chain_depth: u32,
 }
@@ -48,6 +52,12 @@ pub enum StartError {
         workflow_id: String,
         problems: Vec<Problem>,
     },
+    #[error("there is no session named {0:?} to continue; list the sessions and check the name")]
+    UnknownSession(String),
+    #[error(
+        "session {0:?} has no agent conversation yet (its agent step has not started); wait for it, or start without continue_session"
+    )]
+    SessionNotStarted(String),
     #[error("run store: {0}")]
     Store(#[from] StoreError),
 }
@@ -92,6 +102,19 @@ pub async fn start_run(
             problems,
         }
     })?;
+    let mut resume_session_id = new.resume_session_id;
+    let mut session_name = new.session_name;
+    if let Some(name) = &new.continue_session {
+        let record = store
+            .get_session(name)
+            .await?
+            .ok_or_else(|| StartError::UnknownSession(name.clone()))?;
+        let id = record
+            .agent_session_id
+            .ok_or_else(|| StartError::SessionNotStarted(name.clone()))?;
+        resume_session_id = Some(id);
+        session_name = session_name.or_else(|| Some(name.clone()));
+    }
     let mut run = Run::new(
         uuid::Uuid::new_v4().to_string(),
         &stored.definition,
@@ -101,8 +124,8 @@ pub async fn start_run(
     );
     run.idempotency_key = new.idempotency_key;
     run.started_by = new.started_by;
-    run.session_name = new.session_name;
-    run.resume_session_id = new.resume_session_id;
+    run.session_name = session_name;
+    run.resume_session_id = resume_session_id;
     run.parent_run_id = new.parent_run_id;
     run.chain_depth = new.chain_depth;
     let (run_id, existing) = match store.create_run(&run, &[]).await? {
