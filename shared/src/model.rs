@@ -272,6 +272,12 @@ impl Run {
         self.steps.get(id)
     }
 
+    /// When the sweeper should wake this run: its `wake_at`, unless it is finished. Stores
+    /// index runs by this (only due runs are in the index).
+    pub fn due_at(&self) -> Option<Millis> {
+        self.wake_at.filter(|_| !self.status.is_terminal())
+    }
+
     /// Wall-clock duration, for sorting and display.
     pub fn duration_ms(&self) -> Option<Millis> {
         Some(self.completed_at? - self.started_at.unwrap_or(self.created_at))

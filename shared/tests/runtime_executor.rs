@@ -11,6 +11,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
+use flowgate_shared::agent::simulator::SimulatorHandle;
 use flowgate_shared::definition::{WorkflowDefinition, parse_definition};
 use flowgate_shared::engine::{Event, decide, session_name};
 use flowgate_shared::model::{AuditEntry, Millis, Run, RunStatus, StepStatus};
@@ -71,6 +72,41 @@ struct Local {
     store: Arc<EmbeddedStore>,
     queue: Arc<CrashQueue>,
     mem: Arc<MemQueue>,
+}
+
+impl Local {
+    /// An executor over these ports and the simulator, on the system clock.
+    fn executor(&self, sim: &SimulatorHandle) -> Executor {
+        Executor::new(
+            self.store.clone(),
+            self.store.clone(),
+            self.queue.clone(),
+            Arc::new(client(sim, Duration::from_secs(300))),
+            Arc::new(SystemClock),
+        )
+        .expect("executor")
+    }
+
+    /// Store `def` and start a run of it with default inputs; the run's id.
+    async fn start(&self, def: &WorkflowDefinition) -> String {
+        self.store
+            .put_workflow(def, SystemClock.now_ms())
+            .await
+            .expect("workflow");
+        start_run(
+            &*self.store,
+            &*self.store,
+            &*self.queue,
+            SystemClock.now_ms(),
+            NewRun {
+                workflow_id: def.id.clone(),
+                ..NewRun::default()
+            },
+        )
+        .await
+        .expect("start")
+        .run_id
+    }
 }
 
 fn local() -> Local {
@@ -176,32 +212,9 @@ async fn timers_longer_than_the_queue_delay_are_chained_in_hops_of_at_most_900_s
 async fn stale_polls_are_dropped_without_calling_the_agent() {
     let l = local();
     let sim = fast_simulator().await;
-    let executor = Executor::new(
-        l.store.clone(),
-        l.store.clone(),
-        l.queue.clone(),
-        Arc::new(client(&sim, Duration::from_secs(300))),
-        Arc::new(SystemClock),
-    )
-    .expect("executor");
+    let executor = l.executor(&sim);
     let d = three_agent_steps("stale", "50ms");
-    l.store
-        .put_workflow(&d, SystemClock.now_ms())
-        .await
-        .expect("workflow");
-    let run_id = start_run(
-        &*l.store,
-        &*l.store,
-        &*l.queue,
-        SystemClock.now_ms(),
-        NewRun {
-            workflow_id: "stale".into(),
-            ..NewRun::default()
-        },
-    )
-    .await
-    .expect("start")
-    .run_id;
+    let run_id = l.start(&d).await;
     executor
         .handle(&WorkMessage::Event {
             run_id: run_id.clone(),
@@ -468,14 +481,7 @@ async fn http_and_notify_steps_call_real_servers_and_report_outcomes() {
 
     let l = local();
     let sim = fast_simulator().await;
-    let executor = Executor::new(
-        l.store.clone(),
-        l.store.clone(),
-        l.queue.clone(),
-        Arc::new(client(&sim, Duration::from_secs(300))),
-        Arc::new(SystemClock),
-    )
-    .expect("executor");
+    let executor = l.executor(&sim);
     let yaml = format!(
         r#"
 id: calls
@@ -498,23 +504,7 @@ steps:
         base = server.uri()
     );
     let d = def(&yaml);
-    l.store
-        .put_workflow(&d, SystemClock.now_ms())
-        .await
-        .expect("workflow");
-    let run_id = start_run(
-        &*l.store,
-        &*l.store,
-        &*l.queue,
-        SystemClock.now_ms(),
-        NewRun {
-            workflow_id: "calls".into(),
-            ..NewRun::default()
-        },
-    )
-    .await
-    .expect("start")
-    .run_id;
+    let run_id = l.start(&d).await;
     let run = drive(
         &executor,
         &*l.queue,
@@ -557,32 +547,9 @@ steps:
 async fn a_three_step_agent_run_completes_and_files_its_sessions() {
     let l = local();
     let sim = fast_simulator().await;
-    let executor = Executor::new(
-        l.store.clone(),
-        l.store.clone(),
-        l.queue.clone(),
-        Arc::new(client(&sim, Duration::from_secs(300))),
-        Arc::new(SystemClock),
-    )
-    .expect("executor");
+    let executor = l.executor(&sim);
     let d = three_agent_steps("agents", "20ms");
-    l.store
-        .put_workflow(&d, SystemClock.now_ms())
-        .await
-        .expect("workflow");
-    let run_id = start_run(
-        &*l.store,
-        &*l.store,
-        &*l.queue,
-        SystemClock.now_ms(),
-        NewRun {
-            workflow_id: "agents".into(),
-            ..NewRun::default()
-        },
-    )
-    .await
-    .expect("start")
-    .run_id;
+    let run_id = l.start(&d).await;
     let run = drive(
         &executor,
         &*l.queue,

@@ -412,9 +412,10 @@ impl DynamoStore {
         if run.status.is_terminal() {
             let finished = run.completed_at.unwrap_or(run.updated_at);
             item.insert(attr::EXPIRES_AT.into(), self.expiry(finished));
-        } else if let Some(wake_at) = run.wake_at {
+        }
+        if let Some(due_at) = run.due_at() {
             item.insert(attr::DUE.into(), s(DUE_VALUE));
-            item.insert(attr::WAKE_AT.into(), n(wake_at));
+            item.insert(attr::WAKE_AT.into(), n(due_at));
         }
         Ok(item)
     }
@@ -500,6 +501,32 @@ impl DynamoStore {
     }
 
     /// One page of a query, from `start`.
+    /// Up to `limit` items of a query, in key order, each mapped by `map`; pages as needed.
+    async fn query_limited<T>(
+        &self,
+        spec: &QuerySpec,
+        limit: usize,
+        map: impl Fn(&Item) -> Result<T, StoreError>,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = None;
+        while out.len() < limit {
+            let page = i32::try_from(limit - out.len())
+                .unwrap_or(QUERY_PAGE)
+                .min(QUERY_PAGE);
+            let (items, next) = self.query_page(spec, page, start).await?;
+            for item in &items {
+                out.push(map(item)?);
+            }
+            match next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
     async fn query_page(
         &self,
         spec: &QuerySpec,
@@ -836,25 +863,12 @@ impl RunStore for DynamoStore {
             values: HashMap::from([(":due".into(), s(DUE_VALUE)), (":now".into(), n(now))]),
             forward: true,
         };
-        let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = i32::try_from(limit - out.len())
-                .unwrap_or(QUERY_PAGE)
-                .min(QUERY_PAGE);
-            let (items, next) = self.query_page(&spec, page, start).await?;
-            for item in &items {
-                let pk: String = from_attr(item, attr::PK, "due run key")?;
-                let id = pk.strip_prefix("RUN#").unwrap_or(&pk).to_string();
-                out.push((id, number_attr(item, attr::WAKE_AT, "due run")?));
-            }
-            match next {
-                Some(next) => start = Some(next),
-                None => break,
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        self.query_limited(&spec, limit, |item| {
+            let pk: String = from_attr(item, attr::PK, "due run key")?;
+            let id = pk.strip_prefix("RUN#").unwrap_or(&pk).to_string();
+            Ok((id, number_attr(item, attr::WAKE_AT, "due run")?))
+        })
+        .await
     }
 
     async fn audit(
@@ -881,23 +895,10 @@ impl RunStore for DynamoStore {
             ]),
             forward: true,
         };
-        let mut out = Vec::new();
-        let mut start = None;
-        while out.len() < limit {
-            let page = i32::try_from(limit - out.len())
-                .unwrap_or(QUERY_PAGE)
-                .min(QUERY_PAGE);
-            let (items, next) = self.query_page(&spec, page, start).await?;
-            for item in &items {
-                out.push(from_attr(item, attr::ENTRY, "audit entry")?);
-            }
-            match next {
-                Some(next) => start = Some(next),
-                None => break,
-            }
-        }
-        out.truncate(limit);
-        Ok(out)
+        self.query_limited(&spec, limit, |item| {
+            from_attr(item, attr::ENTRY, "audit entry")
+        })
+        .await
     }
 
     async fn find_idempotency_key(&self, key_text: &str) -> Result<Option<String>, StoreError> {

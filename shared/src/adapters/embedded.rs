@@ -85,11 +85,6 @@ fn decode<T: DeserializeOwned>(
     serde_json::from_slice(bytes).map_err(|e| StoreError::corrupt(what(), e))
 }
 
-/// The due-index entry a run should have: only non-terminal runs with a wake-up.
-fn due_key(run: &Run) -> Option<Millis> {
-    run.wake_at.filter(|_| !run.status.is_terminal())
-}
-
 impl EmbeddedStore {
     /// Open (or create) `data_dir/flowgate.redb`, creating the directory if needed. One process
     /// at a time may hold the file open.
@@ -139,6 +134,25 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend {
                 message: format!("embedded store task failed: {e}"),
             })?
+    }
+
+    /// One JSON value by string key (`what` names it in errors).
+    async fn get_json<T: DeserializeOwned + Send + 'static>(
+        &self,
+        table: TableDefinition<'static, &'static str, &'static [u8]>,
+        key: &str,
+        what: &'static str,
+    ) -> Result<Option<T>, StoreError> {
+        let key = key.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let table = txn.open_table(table).map_err(db_err)?;
+            let Some(bytes) = table.get(key.as_str()).map_err(db_err)? else {
+                return Ok(None);
+            };
+            decode(|| format!("{what} {key}"), bytes.value()).map(Some)
+        })
+        .await
     }
 }
 
@@ -197,7 +211,7 @@ impl RunStore for EmbeddedStore {
                 if let Some(key) = run.idempotency_key.as_deref() {
                     idem.insert(key, run.id.as_str()).map_err(db_err)?;
                 }
-                if let Some(at) = due_key(&run) {
+                if let Some(at) = run.due_at() {
                     let mut due = txn.open_table(DUE).map_err(db_err)?;
                     due.insert((at, run.id.as_str()), ()).map_err(db_err)?;
                 }
@@ -211,16 +225,7 @@ impl RunStore for EmbeddedStore {
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
-        let id = run_id.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let runs = txn.open_table(RUNS).map_err(db_err)?;
-            let Some(bytes) = runs.get(id.as_str()).map_err(db_err)? else {
-                return Ok(None);
-            };
-            decode(|| format!("run {id}"), bytes.value()).map(Some)
-        })
-        .await
+        self.get_json(RUNS, run_id, "run").await
     }
 
     async fn put_run(
@@ -255,10 +260,10 @@ impl RunStore for EmbeddedStore {
                 runs.insert(run.id.as_str(), bytes.as_slice())
                     .map_err(db_err)?;
                 let mut due = txn.open_table(DUE).map_err(db_err)?;
-                if let Some(at) = due_key(&stored) {
+                if let Some(at) = stored.due_at() {
                     due.remove((at, run.id.as_str())).map_err(db_err)?;
                 }
-                if let Some(at) = due_key(&run) {
+                if let Some(at) = run.due_at() {
                     due.insert((at, run.id.as_str()), ()).map_err(db_err)?;
                 }
                 let mut audit_table = txn.open_table(AUDIT).map_err(db_err)?;
@@ -370,16 +375,7 @@ impl RunStore for EmbeddedStore {
     }
 
     async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
-        let name = name.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_read().map_err(db_err)?;
-            let table = txn.open_table(SESSIONS).map_err(db_err)?;
-            let Some(bytes) = table.get(name.as_str()).map_err(db_err)? else {
-                return Ok(None);
-            };
-            decode(|| format!("session {name}"), bytes.value()).map(Some)
-        })
-        .await
+        self.get_json(SESSIONS, name, "session").await
     }
 
     async fn list_sessions(&self, active_only: bool) -> Result<Vec<SessionRecord>, StoreError> {

@@ -272,6 +272,25 @@ pub enum Effect {
     },
 }
 
+impl Effect {
+    /// Short name for logs and spans.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Effect::StartAgent { .. } => "start_agent",
+            Effect::PollAgent { .. } => "poll_agent",
+            Effect::KillAgent { .. } => "kill_agent",
+            Effect::SendAgentMessage { .. } => "send_agent_message",
+            Effect::RequestApproval { .. } => "request_approval",
+            Effect::CloseApproval { .. } => "close_approval",
+            Effect::CallHttp { .. } => "call_http",
+            Effect::Notify { .. } => "notify",
+            Effect::Compensate { .. } => "compensate",
+            Effect::ScheduleWake { .. } => "schedule_wake",
+            Effect::Emit { .. } => "emit",
+        }
+    }
+}
+
 /// The engine's answer: the next state, what to do, and what to write to the audit log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {

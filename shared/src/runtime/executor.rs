@@ -327,11 +327,15 @@ impl Executor {
                     Ok(Some(next)) => work.push_back(next),
                     Ok(None) => {}
                     Err(e) => {
-                        warn!(effect = effect_name(effect), error = %e, "effect failed");
+                        warn!(effect = effect.name(), error = %e, "effect failed");
                         deferred.get_or_insert(e);
                     }
                 }
             }
+            // The next inline event starts from the state just written instead of reading it
+            // back; if another writer got in between, the conditional write fails and `apply`
+            // re-reads.
+            preloaded = Some(applied.run);
         }
         deferred.map_or(Ok(()), Err)
     }
@@ -344,7 +348,6 @@ impl Executor {
         event: &Event,
         mut preloaded: Option<Run>,
     ) -> Result<Option<Applied>, ExecError> {
-        let start = Event::Start;
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
             let mut run = match preloaded.take() {
                 Some(run) => run,
@@ -357,12 +360,6 @@ impl Executor {
                 },
             };
             let def = self.definition(&run).await?;
-            // A wake-up for a run still pending means its start message was lost (whoever
-            // created it stopped before enqueueing it): start it now.
-            let event = match event {
-                Event::Tick if run.status == RunStatus::Pending => &start,
-                other => other,
-            };
             let before = Before::of(&run);
             let expected = run.version;
             let now = self.clock.now_ms();
@@ -486,27 +483,10 @@ pub fn event_step(event: &Event) -> Option<(&str, Option<u32>)> {
     }
 }
 
-/// Short name of an effect for logs.
-pub fn effect_name(effect: &Effect) -> &'static str {
-    match effect {
-        Effect::StartAgent { .. } => "start_agent",
-        Effect::PollAgent { .. } => "poll_agent",
-        Effect::KillAgent { .. } => "kill_agent",
-        Effect::SendAgentMessage { .. } => "send_agent_message",
-        Effect::RequestApproval { .. } => "request_approval",
-        Effect::CloseApproval { .. } => "close_approval",
-        Effect::CallHttp { .. } => "call_http",
-        Effect::Notify { .. } => "notify",
-        Effect::Compensate { .. } => "compensate",
-        Effect::ScheduleWake { .. } => "schedule_wake",
-        Effect::Emit { .. } => "emit",
-    }
-}
-
 fn effect_span(effect: &Effect) -> tracing::Span {
     let span = info_span!(
         "effect",
-        effect = effect_name(effect),
+        effect = effect.name(),
         step_id = field::Empty,
         attempt = field::Empty
     );

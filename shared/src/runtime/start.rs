@@ -37,8 +37,8 @@ pub struct StartedRun {
     /// The idempotency key already named this run; nothing new was created.
     pub existing: bool,
     /// Whether the start message was enqueued. When it was not, the run still starts: it is
-    /// pending with `wake_at` = its creation time, so the sweeper wakes it and the executor
-    /// starts a pending run it is woken for.
+    /// pending with `wake_at` = its creation time, so the sweeper wakes it, and the engine
+    /// starts a pending run on a tick.
     pub enqueued: bool,
 }
 

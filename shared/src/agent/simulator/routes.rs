@@ -171,6 +171,18 @@ fn missing(loc: &[&str], input: Value) -> Value {
 }
 
 /// Pydantic's lax boolean (`true/false/1/0/yes/no/on/off/t/f/y/n`).
+/// The `?force=` flag of kill and cleanup (default false), or the validation errors for the
+/// service's 422 answer.
+fn force_query(uri: &Uri) -> Result<bool, Vec<Value>> {
+    let mut errors = Vec::new();
+    let force = query_bool(&query_map(uri), "force", false, &mut errors);
+    if errors.is_empty() {
+        Ok(force)
+    } else {
+        Err(errors)
+    }
+}
+
 fn query_bool(
     q: &HashMap<String, String>,
     name: &str,
@@ -577,12 +589,10 @@ async fn kill_run(
     uri: Uri,
 ) -> Response {
     let now = Instant::now();
-    let q = query_map(&uri);
-    let mut errors = Vec::new();
-    let force = query_bool(&q, "force", false, &mut errors);
-    if !errors.is_empty() {
-        return unprocessable(errors);
-    }
+    let force = match force_query(&uri) {
+        Ok(force) => force,
+        Err(errors) => return unprocessable(errors),
+    };
     let mut state = shared.lock();
     let killed_at = state.wall(now);
     let Some(run) = state.refresh(&run_id, now) else {
@@ -629,12 +639,10 @@ async fn cleanup_run(
     uri: Uri,
 ) -> Response {
     let now = Instant::now();
-    let q = query_map(&uri);
-    let mut errors = Vec::new();
-    let force = query_bool(&q, "force", false, &mut errors);
-    if !errors.is_empty() {
-        return unprocessable(errors);
-    }
+    let force = match force_query(&uri) {
+        Ok(force) => force,
+        Err(errors) => return unprocessable(errors),
+    };
     let mut state = shared.lock();
     let cleanup_time = state.wall(now);
     let Some(run) = state.refresh(&run_id, now) else {
