@@ -7,6 +7,7 @@
 
 pub mod adapters;
 pub mod agent;
+pub mod api;
 pub mod definition;
 pub mod duration;
 pub mod engine;

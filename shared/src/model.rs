@@ -34,6 +34,18 @@ macro_rules! string_enum {
             }
         }
 
+        // A string schema listing the values, so the OpenAPI document names every status.
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                utoipa::openapi::schema::ObjectBuilder::new()
+                    .schema_type(utoipa::openapi::schema::Type::String)
+                    .enum_values(Some([$($text),+]))
+                    .into()
+            }
+        }
+
+        impl utoipa::ToSchema for $name {}
+
         impl FromStr for $name {
             type Err = UnknownStatus;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -222,6 +234,10 @@ pub struct Run {
     /// session continues it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_session_id: Option<String>,
+    /// Caps every agent step of this run at this many turns (the `max_turns` of a start
+    /// request); a step's own lower `max_turns` still applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_turns: Option<u32>,
 }
 
 impl Run {
@@ -265,6 +281,7 @@ impl Run {
             parent_run_id: None,
             session_name: None,
             resume_session_id: None,
+            max_turns: None,
         }
     }
 

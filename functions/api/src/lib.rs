@@ -1,14 +1,112 @@
-//! Lambda function `flowgate-api`: the HTTP API: start, list, get, cancel, feedback, workflows, sessions, /mcp.
+//! Lambda function `flowgate-api`, and the router `flowgate serve` hosts: the HTTP API.
 //!
-//! The handler lives here (not in `main.rs`) so tests can call it directly. It is built out in
-//! issue 4 (the HTTP API); until then it refuses every invocation with an error that says so, rather
-//! than pretending to succeed.
+//! One axum [`Router`] serves both: on Lambda it runs behind API Gateway through `lambda_http`
+//! (see `main.rs`), locally `flowgate serve` binds it to a TCP port. Every route is declared
+//! with `#[utoipa::path]` and registered through `utoipa_axum`, so the OpenAPI document at
+//! `GET /openapi.json` is built from the same list the router is: a route cannot exist
+//! without being documented.
+//!
+//! Layout: [`auth`] (API keys), [`error`] (the one error shape and every status mapping),
+//! [`body`] (JSON/YAML bodies with size and content-type checks), `routes/*` (handlers),
+//! [`config`] (the Lambda's environment).
 
-use lambda_runtime::{Error, LambdaEvent};
-use serde_json::Value;
+use std::sync::{Arc, OnceLock};
 
-/// Handle one invocation.
-pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    tracing::warn!(request_id = %event.context.request_id, "flowgate-api is not implemented yet");
-    Err("flowgate-api is not implemented yet (issue 4 (the HTTP API)); nothing was done, do not retry".into())
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use flowgate_shared::agent::AgentClient;
+use flowgate_shared::api::MAX_BODY_BYTES;
+use flowgate_shared::ports::{RunStore, WorkQueue, WorkflowStore};
+use flowgate_shared::runtime::{Clock, Executor};
+use utoipa::OpenApi as _;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub mod auth;
+pub mod body;
+pub mod config;
+pub mod error;
+mod routes;
+mod views;
+
+pub use auth::{ApiKeys, hash_key};
+pub use error::ApiError;
+
+/// Everything the handlers use. Cheap to clone (all shared).
+#[derive(Clone)]
+pub struct Services {
+    pub store: Arc<dyn RunStore>,
+    pub workflows: Arc<dyn WorkflowStore>,
+    pub queue: Arc<dyn WorkQueue>,
+    /// Applies run commands (cancel, feedback, retry, rollback) synchronously.
+    pub executor: Arc<Executor>,
+    /// The agent service: its workflow list (one-step runs, strict validation).
+    pub agent: Arc<AgentClient>,
+    pub clock: Arc<dyn Clock>,
+    pub keys: Arc<ApiKeys>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services")
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Flowgate API",
+        description = "Run AI coding-agent workflows: start runs, watch their progress, send \
+                       feedback, cancel, retry, roll back, and manage workflow definitions.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&SecurityAddon),
+    security(("api_key" = []), ("bearer" = []))
+)]
+struct ApiDoc;
+
+/// Declares the two ways to send an API key.
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::security::{
+            ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme,
+        };
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes and their OpenAPI description, from one list.
+fn parts() -> (Router<Services>, OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI 3.1 document (the one `GET /openapi.json` serves), built once.
+pub fn openapi() -> &'static OpenApi {
+    static DOC: OnceLock<OpenApi> = OnceLock::new();
+    DOC.get_or_init(|| parts().1)
+}
+
+/// The API as one axum router: every route (each handler authenticates through its
+/// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit.
+pub fn app(services: Services) -> Router {
+    parts()
+        .0
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(services)
 }

@@ -102,23 +102,48 @@ impl PollerConfig {
     }
 }
 
-/// Build the executor the function uses for its whole life: DynamoDB store, SQS queue, agent
-/// client, system clock.
-pub async fn build_executor(config: &PollerConfig) -> Result<Executor, ConfigError> {
+/// The AWS adapters a function uses for its whole life: DynamoDB store, SQS queue, agent
+/// client. The api function builds the same set (it applies run commands with an executor).
+#[derive(Debug, Clone)]
+pub struct AwsPorts {
+    pub store: Arc<DynamoStore>,
+    pub queue: Arc<SqsQueue>,
+    pub agent: Arc<AgentClient>,
+}
+
+/// Build the [`AwsPorts`] from the configuration.
+pub async fn aws_ports(config: &PollerConfig) -> Result<AwsPorts, ConfigError> {
     let store = Arc::new(DynamoStore::from_env(config.table.clone()).await);
     let queue = Arc::new(SqsQueue::from_env(config.queue_url.clone()).await);
-    let agent = AgentClient::new(
+    let agent = Arc::new(AgentClient::new(
         &config.agent_url,
         &config.agent_api_key,
         AgentClientConfig::default(),
-    )?;
-    Ok(Executor::new(
-        store.clone(),
+    )?);
+    Ok(AwsPorts {
         store,
         queue,
-        Arc::new(agent),
-        Arc::new(SystemClock),
-    )?)
+        agent,
+    })
+}
+
+impl AwsPorts {
+    /// An executor over these ports and the system clock.
+    pub fn executor(&self) -> Result<Executor, ConfigError> {
+        Ok(Executor::new(
+            self.store.clone(),
+            self.store.clone(),
+            self.queue.clone(),
+            self.agent.clone(),
+            Arc::new(SystemClock),
+        )?)
+    }
+}
+
+/// Build the executor the function uses for its whole life: DynamoDB store, SQS queue, agent
+/// client, system clock.
+pub async fn build_executor(config: &PollerConfig) -> Result<Executor, ConfigError> {
+    aws_ports(config).await?.executor()
 }
 
 /// Handle one SQS batch; the response names the records to deliver again.

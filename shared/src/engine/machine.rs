@@ -1330,7 +1330,10 @@ impl Cx<'_> {
         Ok(AgentStartSpec {
             workflow: a.workflow.clone(),
             message: self.render(&a.message)?,
-            max_turns: a.max_turns,
+            max_turns: match (a.max_turns, self.run.max_turns) {
+                (Some(step), Some(run)) => Some(step.min(run)),
+                (step, run) => step.or(run),
+            },
             session_name: session_name(&self.run.id, &d.id, attempt),
             session_id,
             repository_url: self.render_opt(&a.repository_url)?,
@@ -1465,7 +1468,7 @@ impl Cx<'_> {
                         s.agent = Some(AgentProgress {
                             session_name: spec.session_name.clone(),
                             session_id,
-                            max_turns: a.max_turns,
+                            max_turns: spec.max_turns,
                             previous_attempts_cost_usd: prev_cost,
                             ..AgentProgress::default()
                         });

@@ -17,7 +17,7 @@ use super::agent::AgentApi;
 use super::clock::Clock;
 use super::error::ExecError;
 use crate::definition::{StepAction, WorkflowDefinition};
-use crate::engine::{AgentObservation, Effect, Event, decide_mut};
+use crate::engine::{AgentObservation, Effect, Event, Rejection, decide_mut};
 use crate::model::{AgentRunStatus, Millis, Run, RunStatus, StepStatus};
 use crate::ports::{MAX_DELAY, RunStore, WorkMessage, WorkQueue, WorkflowStore};
 
@@ -81,6 +81,26 @@ impl Before {
                 .collect(),
         }
     }
+}
+
+/// What reading, deciding and writing an event came to.
+#[derive(Debug)]
+enum ApplyOutcome {
+    Applied(Applied),
+    Missing,
+    Rejected(Rejection),
+}
+
+/// Why [`Executor::command`] did not apply a command. Nothing was written in any case.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("there is no run {0}; check the id")]
+    NotFound(String),
+    /// The engine refused the command in the run's current state.
+    #[error(transparent)]
+    Rejected(Rejection),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
 }
 
 /// A decision that was written (or needed no write), with the effects still to perform.
@@ -288,9 +308,50 @@ impl Executor {
         first: Event,
         preloaded: Option<Run>,
     ) -> Result<(), ExecError> {
-        let mut work = VecDeque::from([first]);
-        let mut preloaded = preloaded;
-        let mut handled = 0usize;
+        self.drain(run_id, VecDeque::from([first]), preloaded, 0)
+            .await
+    }
+
+    /// Apply a command (cancel, feedback, retry, rollback, an approval decision) now, on behalf
+    /// of a caller waiting for the answer, then perform its effects as a work message would.
+    ///
+    /// Unlike [`Executor::handle`], a refused command is returned
+    /// ([`CommandError::Rejected`]) so the caller can tell the user why, and nothing is written.
+    /// Once the command is written it stands: trouble performing its effects afterwards is
+    /// logged, not returned, because the run's `wake_at` (and the sweeper) re-issue them.
+    pub async fn command(&self, run_id: &str, event: Event) -> Result<Run, CommandError> {
+        let span = info_span!("command", run_id = %run_id, event = event.name());
+        async {
+            let applied = match self.try_apply(run_id, &event, None).await? {
+                ApplyOutcome::Applied(applied) => applied,
+                ApplyOutcome::Missing => return Err(CommandError::NotFound(run_id.to_string())),
+                ApplyOutcome::Rejected(rejection) => return Err(CommandError::Rejected(rejection)),
+            };
+            let run = applied.run.clone();
+            let (next, deferred) = self.perform_all(&applied).await;
+            let result = self
+                .drain(run_id, next.into(), Some(applied.run), 1)
+                .await
+                .err()
+                .or(deferred);
+            if let Some(e) = result {
+                warn!(error = %e, "the command was recorded but an effect failed; the run's wake-up timer re-issues it");
+            }
+            Ok(run)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// The work loop behind [`Executor::process`]; `handled` counts events already applied
+    /// inline before `work` (their effects' outcomes are in `work`).
+    async fn drain(
+        &self,
+        run_id: &str,
+        mut work: VecDeque<Event>,
+        mut preloaded: Option<Run>,
+        mut handled: usize,
+    ) -> Result<(), ExecError> {
         let mut deferred: Option<ExecError> = None;
         while let Some(event) = work.pop_front() {
             if handled >= MAX_INLINE_EVENTS {
@@ -320,17 +381,10 @@ impl Executor {
                 }
                 Err(e) => return Err(e),
             };
-            self.record_sessions(&applied).await;
-            for effect in &applied.effects {
-                let span = effect_span(effect);
-                match self.perform(&applied, effect).instrument(span).await {
-                    Ok(Some(next)) => work.push_back(next),
-                    Ok(None) => {}
-                    Err(e) => {
-                        warn!(effect = effect.name(), error = %e, "effect failed");
-                        deferred.get_or_insert(e);
-                    }
-                }
+            let (next, failed) = self.perform_all(&applied).await;
+            work.extend(next);
+            if let Some(e) = failed {
+                deferred.get_or_insert(e);
             }
             // The next inline event starts from the state just written instead of reading it
             // back; if another writer got in between, the conditional write fails and `apply`
@@ -340,23 +394,60 @@ impl Executor {
         deferred.map_or(Ok(()), Err)
     }
 
+    /// Record sessions and perform an applied decision's effects in order: the events their
+    /// outcomes produced, and the first failure (the others are logged).
+    async fn perform_all(&self, applied: &Applied) -> (Vec<Event>, Option<ExecError>) {
+        self.record_sessions(applied).await;
+        let mut next = Vec::new();
+        let mut failed = None;
+        for effect in &applied.effects {
+            let span = effect_span(effect);
+            match self.perform(applied, effect).instrument(span).await {
+                Ok(Some(event)) => next.push(event),
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(effect = effect.name(), error = %e, "effect failed");
+                    failed.get_or_insert(e);
+                }
+            }
+        }
+        (next, failed)
+    }
+
     /// Read, decide, write (conditionally), re-reading and re-deciding after a lost race.
     /// `Ok(None)` when the run does not exist or the engine refused the event.
     pub(super) async fn apply(
         &self,
         run_id: &str,
         event: &Event,
-        mut preloaded: Option<Run>,
+        preloaded: Option<Run>,
     ) -> Result<Option<Applied>, ExecError> {
+        match self.try_apply(run_id, event, preloaded).await? {
+            ApplyOutcome::Applied(applied) => Ok(Some(applied)),
+            ApplyOutcome::Missing => {
+                warn!(event = event.name(), "no such run; dropping the event");
+                Ok(None)
+            }
+            ApplyOutcome::Rejected(rejection) => {
+                warn!(event = event.name(), %rejection, "the engine refused the event; dropping it");
+                Ok(None)
+            }
+        }
+    }
+
+    /// [`Executor::apply`], telling a missing run and a refused event apart.
+    async fn try_apply(
+        &self,
+        run_id: &str,
+        event: &Event,
+        mut preloaded: Option<Run>,
+    ) -> Result<ApplyOutcome, ExecError> {
         for attempt in 1..=MAX_WRITE_ATTEMPTS {
             let mut run = match preloaded.take() {
                 Some(run) => run,
                 None => match self.store.get_run(run_id).await? {
                     Some(run) => run,
-                    None => {
-                        warn!(event = event.name(), "no such run; dropping the event");
-                        return Ok(None);
-                    }
+                    None => return Ok(ApplyOutcome::Missing),
                 },
             };
             let def = self.definition(&run).await?;
@@ -365,10 +456,7 @@ impl Executor {
             let now = self.clock.now_ms();
             let changes = match decide_mut(&mut run, &def, event, now) {
                 Ok(changes) => changes,
-                Err(rejection) => {
-                    warn!(event = event.name(), %rejection, "the engine refused the event; dropping it");
-                    return Ok(None);
-                }
+                Err(rejection) => return Ok(ApplyOutcome::Rejected(rejection)),
             };
             if changes.changed {
                 run.version = expected + 1;
@@ -384,7 +472,7 @@ impl Executor {
                     Err(e) => return Err(e.into()),
                 }
             }
-            return Ok(Some(Applied {
+            return Ok(ApplyOutcome::Applied(Applied {
                 run,
                 def,
                 effects: changes.effects,

@@ -27,6 +27,8 @@ pub struct NewRun {
     pub continue_session: Option<String>,
     pub parent_run_id: Option<String>,
     pub chain_depth: u32,
+    /// Caps the turns of every agent step of the run.
+    pub max_turns: Option<u32>,
 }
 
 /// A run that exists and has been (or will be) started.
@@ -128,6 +130,7 @@ pub async fn start_run(
     run.resume_session_id = resume_session_id;
     run.parent_run_id = new.parent_run_id;
     run.chain_depth = new.chain_depth;
+    run.max_turns = new.max_turns;
     let (run_id, existing) = match store.create_run(&run, &[]).await? {
         CreateOutcome::Created => (run.id.clone(), false),
         CreateOutcome::Existing(id) => (id, true),

@@ -1,0 +1,89 @@
+//! The routes. Each handler carries its `#[utoipa::path]`; [`router`] registers them through
+//! `utoipa_axum::routes!`, which is what puts them in the OpenAPI document.
+
+use axum::Json;
+use axum::http::{StatusCode, Uri};
+use flowgate_shared::api::Health;
+use utoipa::openapi::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::Services;
+use crate::error::ApiError;
+
+mod runs;
+mod sessions;
+mod workflows;
+
+/// Every route of the API.
+pub(crate) fn router() -> OpenApiRouter<Services> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(openapi_json))
+        .routes(routes!(runs::start_run, runs::list_runs))
+        .routes(routes!(runs::get_run))
+        .routes(routes!(runs::run_events))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(runs::send_message))
+        .routes(routes!(runs::retry_run))
+        .routes(routes!(runs::rollback_run))
+        .routes(routes!(workflows::list_workflows))
+        .routes(routes!(
+            workflows::get_workflow,
+            workflows::put_workflow,
+            workflows::delete_workflow
+        ))
+        .routes(routes!(workflows::validate_workflow))
+        .routes(routes!(workflows::agent_workflows))
+        .routes(routes!(sessions::list_sessions))
+        .routes(routes!(sessions::get_session))
+}
+
+/// Liveness: the process is up and routing (no dependency is called, so a store outage does
+/// not make a load balancer drop every instance).
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The API is up", body = Health))
+)]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".to_string(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    })
+}
+
+/// This document (OpenAPI 3.1), generated from the routes.
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    security(()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"))
+)]
+async fn openapi_json() -> Json<&'static OpenApi> {
+    Json(crate::openapi())
+}
+
+pub(crate) async fn not_found(uri: Uri) -> ApiError {
+    ApiError::not_found(
+        "route_not_found",
+        format!(
+            "no route {}; the routes are listed at GET /openapi.json",
+            uri.path()
+        ),
+    )
+}
+
+pub(crate) async fn method_not_allowed(uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!(
+            "{} does not accept this method; see GET /openapi.json",
+            uri.path()
+        ),
+    )
+}

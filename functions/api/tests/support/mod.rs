@@ -1,0 +1,233 @@
+//! An API over real parts for tests: the embedded store in a temp dir, the in-process queue,
+//! the agent simulator on a local port, and a worker pumping the queue through the executor.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use flowgate_api::{ApiKeys, Services, app};
+use flowgate_shared::adapters::embedded::EmbeddedStore;
+use flowgate_shared::adapters::memqueue::MemQueue;
+use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
+use flowgate_shared::agent::{AgentClient, AgentClientConfig};
+use flowgate_shared::model::{Run, RunStatus};
+use flowgate_shared::ports::{RunQuery, RunStore, WorkQueue, WorkflowStore};
+use flowgate_shared::runtime::{Executor, SystemClock};
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+pub const KEY: &str = "test-key-alice";
+pub const PRINCIPAL: &str = "alice";
+
+pub struct TestApi {
+    pub app: Router,
+    pub store: Arc<EmbeddedStore>,
+    pub queue: Arc<MemQueue>,
+    pub executor: Arc<Executor>,
+    pub sim: SimulatorHandle,
+    _dir: tempfile::TempDir,
+}
+
+/// A response: status, headers, and the body parsed as JSON (`Value::Null` when empty).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApi {
+    pub async fn start() -> Self {
+        Self::with_simulator(SimulatorConfig::fast()).await
+    }
+
+    pub async fn with_simulator(config: SimulatorConfig) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
+        let queue = Arc::new(MemQueue::new(Duration::from_secs(30)));
+        let sim = Simulator::start(config).await.expect("simulator");
+        let agent = Arc::new(
+            AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
+                .expect("agent client"),
+        );
+        let executor = Arc::new(
+            Executor::new(
+                store.clone(),
+                store.clone(),
+                queue.clone(),
+                agent.clone(),
+                Arc::new(SystemClock),
+            )
+            .expect("executor"),
+        );
+        let services = Services {
+            store: store.clone(),
+            workflows: store.clone(),
+            queue: queue.clone(),
+            executor: executor.clone(),
+            agent,
+            clock: Arc::new(SystemClock),
+            keys: Arc::new(ApiKeys::single(PRINCIPAL, KEY)),
+        };
+        TestApi {
+            app: app(services),
+            store,
+            queue,
+            executor,
+            sim,
+            _dir: dir,
+        }
+    }
+
+    /// Send a request with the test key; `body` is sent as JSON when given.
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("x-api-key", KEY);
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).expect("json"))
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Answer {
+        let res = self.app.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "response is not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Store a definition given as YAML.
+    pub async fn put_yaml(&self, id: &str, yaml: &str) -> Answer {
+        let req = Request::builder()
+            .method("PUT")
+            .uri(format!("/v1/workflows/{id}"))
+            .header("x-api-key", KEY)
+            .header("content-type", "application/yaml")
+            .body(Body::from(yaml.to_string()))
+            .expect("request");
+        self.send(req).await
+    }
+
+    /// Handle queued messages until `done(run)` holds for the run (or fail after `limit`).
+    pub async fn pump_until(
+        &self,
+        run_id: &str,
+        limit: Duration,
+        done: impl Fn(&Run) -> bool,
+    ) -> Run {
+        let deadline = Instant::now() + limit;
+        loop {
+            let run = self
+                .store
+                .get_run(run_id)
+                .await
+                .expect("read run")
+                .expect("run exists");
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {run_id} did not get there in {limit:?}: {run:#?}"
+            );
+            let batch = self
+                .queue
+                .receive(10, Duration::from_millis(50))
+                .await
+                .expect("receive");
+            for received in batch {
+                if let Err(e) = self.executor.handle(&received.message).await {
+                    assert!(!e.is_retryable(), "retryable failure in a test: {e}");
+                }
+                self.queue.ack(&received.receipt).await.expect("ack");
+            }
+        }
+    }
+
+    pub async fn pump_to_end(&self, run_id: &str) -> Run {
+        self.pump_until(run_id, Duration::from_secs(20), |r| r.status.is_terminal())
+            .await
+    }
+
+    /// Everything the store and queue hold, to show a refused request changed nothing.
+    pub async fn snapshot(&self) -> String {
+        let runs = self
+            .store
+            .list_runs(&RunQuery {
+                limit: 100,
+                ..RunQuery::default()
+            })
+            .await
+            .expect("list runs");
+        let mut workflows = self.store.list_workflows().await.expect("list workflows");
+        workflows.sort_by(|a, b| a.definition.id.cmp(&b.definition.id));
+        let sessions = self.store.list_sessions(false).await.expect("sessions");
+        let mut audit = Vec::new();
+        for run in &runs.runs {
+            audit.push(self.store.audit(&run.id, None, 1000).await.expect("audit"));
+        }
+        format!(
+            "{:?}\n{:?}\n{:?}\n{:?}\nqueue={}",
+            runs.runs,
+            workflows,
+            sessions,
+            audit,
+            self.queue.len()
+        )
+    }
+}
+
+pub fn terminal(status: RunStatus) -> bool {
+    status.is_terminal()
+}
+
+pub const TWO_STEPS: &str = r#"
+id: two-steps
+description: architect then implement
+inputs:
+  task: {type: string, required: true}
+steps:
+  - id: design
+    kind: agent
+    workflow: architect
+    message: "Design: ${{ inputs.task }}"
+  - id: build
+    kind: agent
+    workflow: implement
+    depends_on: [design]
+    message: "Build from ${{ steps.design.output }}"
+    max_turns: 30
+outputs:
+  result: "${{ steps.build.output }}"
+"#;
