@@ -11,6 +11,8 @@ use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig};
 use flowgate_shared::definition::parse_definition;
 use flowgate_shared::duration::DurationSpec;
 
+pub mod serve;
+
 #[derive(Debug, Parser)]
 #[command(name = "flowgate", version, about = "Run AI coding-agent workflows")]
 pub struct Cli {
@@ -20,6 +22,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run every Flowgate function in one process on 127.0.0.1: the HTTP API, the workers, the
+    /// sweeper, an embedded store and (without --agent-url) the built-in agent simulator.
+    Serve(serve::ServeArgs),
     /// Check workflow definition files (YAML or JSON) and list every problem found.
     Validate {
         /// Definition files to check.

@@ -6,6 +6,13 @@ use flowgate_cli::{Cli, Command};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve(args) => match flowgate_cli::serve::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("flowgate serve: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Validate { files, json } => {
             match flowgate_cli::validate(&files, json, &mut std::io::stdout()) {
                 Ok(true) => ExitCode::SUCCESS,

@@ -1,0 +1,139 @@
+//! The background tasks: workers that drain the in-process queue through the executor (the
+//! poller Lambda's job), and the sweeper that re-wakes overdue runs (the triggers Lambda's).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flowgate_shared::adapters::memqueue::MemQueue;
+use flowgate_shared::ports::{Received, RunStore, WorkMessage, WorkQueue};
+use flowgate_shared::runtime::{Clock, Executor, event_step, sweep};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, error, field, info_span, warn};
+
+/// How long one receive waits for a message before looking again (it returns as soon as one
+/// arrives; this only bounds an idle wait).
+const RECEIVE_WAIT: Duration = Duration::from_secs(20);
+
+/// Pause after a failed receive (the in-process queue does not fail in practice; this keeps a
+/// bug from becoming a busy loop).
+const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(1);
+
+/// Deliveries of one message before it is dropped, like an SQS redrive policy's
+/// `maxReceiveCount`: a message that keeps failing retryably is logged and dropped, and the
+/// run's `wake_at` (with the sweeper) brings its work back once the cause is fixed.
+pub(super) const MAX_RECEIVES: u32 = 10;
+
+/// Overdue runs one sweep re-wakes; the rest wait for the next sweep, so a backlog cannot
+/// flood the queue at once.
+const SWEEP_LIMIT: usize = 1_000;
+
+/// Receive one message at a time and handle it, until `stop` turns true. A message being
+/// handled when it does is finished first.
+pub(super) async fn worker(
+    worker: u16,
+    queue: Arc<MemQueue>,
+    executor: Arc<Executor>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let received = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            received = queue.receive(1, RECEIVE_WAIT) => received,
+        };
+        match received {
+            Ok(messages) => {
+                for message in messages {
+                    handle(worker, queue.as_ref(), executor.as_ref(), message).await;
+                }
+            }
+            Err(e) => {
+                error!(worker, error = %e, "cannot receive from the work queue; trying again");
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    () = tokio::time::sleep(RECEIVE_ERROR_PAUSE) => {}
+                }
+            }
+        }
+    }
+    debug!(worker, "worker stopped");
+}
+
+/// Handle one delivery: ack when done or when retrying cannot help; leave a retryable failure
+/// unacked so the queue delivers it again after the visibility timeout.
+async fn handle(worker: u16, queue: &MemQueue, executor: &Executor, received: Received) {
+    let message = &received.message;
+    let span = info_span!(
+        "message",
+        worker,
+        run_id = %message.run_id(),
+        step_id = field::Empty,
+        receive_count = received.receive_count,
+    );
+    if let Some(step) = message_step(message) {
+        span.record("step_id", step);
+    }
+    async {
+        let done = match executor.handle(message).await {
+            Ok(()) => true,
+            Err(e) if e.is_retryable() && received.receive_count < MAX_RECEIVES => {
+                warn!(error = %e, "message failed; it will be delivered again after the visibility timeout");
+                false
+            }
+            Err(e) if e.is_retryable() => {
+                error!(
+                    error = %e,
+                    max_receives = MAX_RECEIVES,
+                    "message failed on every delivery; dropping it (the run's wake-up timer \
+                     and the sweeper bring its work back once the cause is fixed)"
+                );
+                true
+            }
+            Err(e) => {
+                error!(
+                    error = %e,
+                    "message failed and retrying cannot help; dropping it (the run's wake-up \
+                     timer and the sweeper keep the run recoverable)"
+                );
+                true
+            }
+        };
+        if done && let Err(e) = queue.ack(&received.receipt).await {
+            warn!(error = %e, "cannot ack the message; it will be handled again (harmlessly)");
+        }
+    }
+    .instrument(span)
+    .await;
+}
+
+fn message_step(message: &WorkMessage) -> Option<&str> {
+    match message {
+        WorkMessage::Poll { step, .. } => Some(step),
+        WorkMessage::Event { event, .. } => event_step(event).map(|(step, _)| step),
+        WorkMessage::Wake { .. } => None,
+    }
+}
+
+/// Every `interval`, re-wake runs whose `wake_at` is overdue (a message lost to a failed send
+/// or dropped after [`MAX_RECEIVES`]). The startup pass is [`super::recover::resume`], which
+/// runs before this task starts; so the first sweep here waits one interval.
+pub(super) async fn sweeper(
+    store: Arc<dyn RunStore>,
+    queue: Arc<dyn WorkQueue>,
+    clock: Arc<dyn Clock>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(interval) => {}
+        }
+        match sweep(store.as_ref(), queue.as_ref(), clock.now_ms(), SWEEP_LIMIT).await {
+            Ok(count) => debug!(count, "sweep done"),
+            Err(e) => warn!(error = %e, "sweep failed; the next one tries again"),
+        }
+    }
+    debug!("sweeper stopped");
+}
