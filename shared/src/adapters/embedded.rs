@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::group_commit::GroupCommit;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -48,11 +50,14 @@ struct Latest {
     deleted: bool,
 }
 
-/// Run and workflow store in one redb file. Cheap to clone.
+/// Run and workflow store in one redb file. Cheap to clone. Writes are group-committed (see
+/// [`group_commit`](super::group_commit)): each returns once it is durable, and concurrent
+/// writes share the `fsync`.
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
+    sync: Arc<GroupCommit>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -111,10 +116,14 @@ impl EmbeddedStore {
         txn.open_table(WORKFLOW_LATEST).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         tracing::debug!(path = %path.display(), "embedded store opened");
-        Ok(Self {
-            db: Arc::new(db),
-            path,
-        })
+        let db = Arc::new(db);
+        let sync = Arc::new(GroupCommit::start(Arc::clone(&db))?);
+        Ok(Self { db, path, sync })
+    }
+
+    /// Durable commits made so far (each covers every write before it).
+    pub fn sync_count(&self) -> u64 {
+        self.sync.syncs()
     }
 
     /// Where the database file lives.
@@ -134,6 +143,31 @@ impl EmbeddedStore {
             .map_err(|e| StoreError::Backend {
                 message: format!("embedded store task failed: {e}"),
             })?
+    }
+
+    /// Run `f` in a write transaction committed without waiting for the disk, then wait until
+    /// a durable commit covers it. `f` returning an error aborts the transaction (nothing is
+    /// written).
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        let sync = Arc::clone(&self.sync);
+        let (value, seq) = self
+            .blocking(move |db| {
+                let mut txn = db.begin_write().map_err(db_err)?;
+                txn.set_durability(Durability::None)
+                    .map_err(|e| StoreError::Backend {
+                        message: format!("embedded database: {e}"),
+                    })?;
+                let value = f(&txn)?;
+                txn.commit().map_err(db_err)?;
+                Ok((value, sync.committed()))
+            })
+            .await?;
+        self.sync.durable(seq).await?;
+        Ok(value)
     }
 
     /// One JSON value by string key (`what` names it in errors).
@@ -190,8 +224,7 @@ impl RunStore for EmbeddedStore {
         let run = run.clone();
         let audit = audit.to_vec();
         let bytes = encode("run", &run)?;
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
+        self.write(move |txn| {
             {
                 let mut idem = txn.open_table(IDEMPOTENCY).map_err(db_err)?;
                 if let Some(key) = run.idempotency_key.as_deref()
@@ -218,7 +251,7 @@ impl RunStore for EmbeddedStore {
                 let mut audit_table = txn.open_table(AUDIT).map_err(db_err)?;
                 insert_audit(&mut audit_table, &audit)?;
             }
-            txn.commit().map_err(db_err)?;
+
             Ok(CreateOutcome::Created)
         })
         .await
@@ -239,8 +272,7 @@ impl RunStore for EmbeddedStore {
         let run = run.clone();
         let audit = audit.to_vec();
         let bytes = encode("run", &run)?;
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
+        self.write(move |txn| {
             {
                 let mut runs = txn.open_table(RUNS).map_err(db_err)?;
                 let stored: Run = match runs.get(run.id.as_str()).map_err(db_err)? {
@@ -269,7 +301,7 @@ impl RunStore for EmbeddedStore {
                 let mut audit_table = txn.open_table(AUDIT).map_err(db_err)?;
                 insert_audit(&mut audit_table, &audit)?;
             }
-            txn.commit().map_err(db_err)?;
+
             Ok(())
         })
         .await
@@ -362,13 +394,12 @@ impl RunStore for EmbeddedStore {
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
         let name = session.name.clone();
         let bytes = encode("session", session)?;
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
+        self.write(move |txn| {
             txn.open_table(SESSIONS)
                 .map_err(db_err)?
                 .insert(name.as_str(), bytes.as_slice())
                 .map_err(db_err)?;
-            txn.commit().map_err(db_err)?;
+
             Ok(())
         })
         .await
@@ -410,9 +441,8 @@ impl WorkflowStore for EmbeddedStore {
         now: Millis,
     ) -> Result<StoredWorkflow, StoreError> {
         let definition = definition.clone();
-        self.blocking(move |db| {
+        self.write(move |txn| {
             let id = definition.id.clone();
-            let txn = db.begin_write().map_err(db_err)?;
             let stored = {
                 let mut latest_table = txn.open_table(WORKFLOW_LATEST).map_err(db_err)?;
                 let previous = match latest_table.get(id.as_str()).map_err(db_err)? {
@@ -442,7 +472,7 @@ impl WorkflowStore for EmbeddedStore {
                     .map_err(db_err)?;
                 stored
             };
-            txn.commit().map_err(db_err)?;
+
             Ok(stored)
         })
         .await
@@ -507,8 +537,7 @@ impl WorkflowStore for EmbeddedStore {
 
     async fn delete_workflow(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
-        self.blocking(move |db| {
-            let txn = db.begin_write().map_err(db_err)?;
+        self.write(move |txn| {
             {
                 let mut latest_table = txn.open_table(WORKFLOW_LATEST).map_err(db_err)?;
                 let latest: Latest = match latest_table.get(id.as_str()).map_err(db_err)? {
@@ -529,7 +558,7 @@ impl WorkflowStore for EmbeddedStore {
                     )
                     .map_err(db_err)?;
             }
-            txn.commit().map_err(db_err)?;
+
             Ok(true)
         })
         .await

@@ -9,6 +9,8 @@
 pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "embedded")]
+mod group_commit;
 pub mod memqueue;
 #[cfg(feature = "aws")]
 pub mod sqs;
