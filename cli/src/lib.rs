@@ -13,11 +13,23 @@ use flowgate_shared::duration::DurationSpec;
 
 pub mod serve;
 
+pub mod commands;
+pub mod output;
+pub mod progress;
+
 #[derive(Debug, Parser)]
-#[command(name = "flowgate", version, about = "Run AI coding-agent workflows")]
+#[command(
+    name = "flowgate",
+    version,
+    about = "Run AI coding-agent workflows",
+    after_help = commands::EXIT_CODES_HELP
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Where the API commands connect and how they print (global: before or after the command).
+    #[command(flatten)]
+    pub api: commands::ApiOptions,
 }
 
 #[derive(Debug, Subcommand)]
@@ -55,9 +67,12 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         run_duration: Duration,
     },
+    /// The commands that call a Flowgate API (`flowgate serve`, or a deployed one).
+    #[command(flatten)]
+    Api(commands::ApiCommand),
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     DurationSpec::parse(s)
         .map(|d| Duration::from_millis(d.as_millis()))
         .map_err(|e| e.to_string())

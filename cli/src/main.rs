@@ -13,6 +13,7 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Api(command) => flowgate_cli::commands::main(&cli.api, command),
         Command::Validate { files, json } => {
             match flowgate_cli::validate(&files, json, &mut std::io::stdout()) {
                 Ok(true) => ExitCode::SUCCESS,
