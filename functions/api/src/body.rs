@@ -107,8 +107,20 @@ fn unsupported(got: &str, expected: &str) -> ApiError {
     )
 }
 
-/// Parse JSON, telling syntax errors (400) from shape errors (422, with the field's path).
+/// Parse a JSON object, telling syntax errors (400) from shape errors (422, with the field's
+/// path).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Serde reads a struct from an array too (`[true]` as `{"force": true}`): a request body
+    // is an object, so anything else that is valid JSON is refused before it is read.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok()
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -119,7 +131,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 format!("the body is not valid JSON: {inner}"),
             )
         } else {
-            let field = (path != ".").then_some(path);
+            // A missing field is reported at the object holding it; name the field itself.
+            let missing = inner
+                .to_string()
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_string());
+            let field = match (path.as_str(), missing) {
+                (".", None) => None,
+                (".", Some(name)) => Some(name),
+                (_, Some(name)) => Some(format!("{path}.{name}")),
+                (_, None) => Some(path),
+            };
             let error = ApiError::unprocessable(
                 "invalid_request",
                 format!("the body does not fit: {inner}"),

@@ -2,8 +2,11 @@
 //! `utoipa_axum::routes!`, which is what puts them in the OpenAPI document.
 
 use axum::Json;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri};
 use flowgate_shared::api::Health;
+use serde::de::DeserializeOwned;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -86,4 +89,21 @@ pub(crate) async fn method_not_allowed(uri: Uri) -> ApiError {
             uri.path()
         ),
     )
+}
+
+/// `axum::extract::Path`, answering a malformed parameter (not UTF-8 once percent-decoded)
+/// with the one error shape instead of axum's plain-text 400.
+pub(crate) struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|e| {
+                ApiError::bad_request("invalid_path", format!("bad URL path: {}", e.body_text()))
+            })
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use flowgate_shared::api::{
@@ -19,6 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
 
+use super::Path;
 use crate::Services;
 use crate::auth::Principal;
 use crate::body::JsonBody;
@@ -92,7 +93,7 @@ pub(crate) async fn start_run(
             }
         }
     }
-    ensure_workflow(&s, &req.workflow).await?;
+    ensure_workflow(&s, &req.workflow, &inputs, req.continue_session.as_deref()).await?;
     let started = start(
         s.store.as_ref(),
         s.workflows.as_ref(),
@@ -463,6 +464,11 @@ pub(crate) async fn retry_run(
         },
     )
     .await
+    .map_err(|e| match e.code {
+        // The step is named by the request's `from_step`.
+        "unknown_step" => e.with_field("from_step"),
+        _ => e,
+    })
 }
 
 /// Run the compensations of finished steps, newest first.

@@ -1,10 +1,11 @@
 //! `/v1/sessions`: named agent conversations that later runs can continue.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use flowgate_shared::api::{ErrorBody, SessionList, SessionView};
 use serde::Deserialize;
 
+use super::Path;
 use crate::Services;
 use crate::auth::Principal;
 use crate::error::ApiError;

@@ -2,7 +2,7 @@
 //! workflows (which `POST /v1/runs` can start directly as one-step runs).
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use flowgate_shared::agent::WorkflowInfo;
@@ -11,11 +11,14 @@ use flowgate_shared::api::{
 };
 use flowgate_shared::definition::{
     Problem, StepAction, WorkflowDefinition, parse_definition, parse_definition_value,
+    resolve_inputs,
 };
+use flowgate_shared::runtime::StartError;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Map, Value, json};
 use tracing::info;
 
+use super::Path;
 use crate::Services;
 use crate::auth::Principal;
 use crate::body::DefinitionBody;
@@ -295,8 +298,14 @@ pub(crate) async fn agent_workflows(
 
 /// Make sure `name` is a stored workflow: a stored one is used as is; otherwise, when the
 /// agent service offers a workflow of that name, a one-step definition running it is stored
-/// (once: later runs reuse it).
-pub(crate) async fn ensure_workflow(s: &Services, name: &str) -> Result<(), ApiError> {
+/// (once: later runs reuse it), but only for a start that will not be refused (its inputs
+/// fit and its session to continue exists), so a refused start writes nothing.
+pub(crate) async fn ensure_workflow(
+    s: &Services,
+    name: &str,
+    inputs: &Map<String, Value>,
+    continue_session: Option<&str>,
+) -> Result<(), ApiError> {
     if s.workflows.get_workflow(name, None).await?.is_some() {
         return Ok(());
     }
@@ -338,6 +347,20 @@ pub(crate) async fn ensure_workflow(s: &Services, name: &str) -> Result<(), ApiE
         .with_problems(&problems)
         .with_field("workflow")
     })?;
+    resolve_inputs(&def, inputs).map_err(|problems| StartError::InvalidInputs {
+        workflow_id: name.to_string(),
+        problems,
+    })?;
+    if let Some(session) = continue_session {
+        let record = s.store.get_session(session).await?;
+        match record {
+            None => return Err(StartError::UnknownSession(session.to_string()).into()),
+            Some(r) if r.agent_session_id.is_none() => {
+                return Err(StartError::SessionNotStarted(session.to_string()).into());
+            }
+            Some(_) => {}
+        }
+    }
     let stored = s.workflows.put_workflow(&def, s.clock.now_ms()).await?;
     info!(workflow_id = %name, version = stored.version, "stored a one-step definition for an agent workflow");
     Ok(())
