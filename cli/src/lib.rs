@@ -67,9 +67,32 @@ pub enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_duration)]
         run_duration: Duration,
     },
+    /// Print the SHA-256 hash of an API key read from standard input, in the form
+    /// `FLOWGATE_API_KEY_HASHES` takes (`principal=hash` with --principal). The key is read
+    /// from stdin so it stays out of shell history and process lists.
+    HashKey {
+        /// Name the key's holder (shown in audit logs and as `started_by`).
+        #[arg(long)]
+        principal: Option<String>,
+    },
     /// The commands that call a Flowgate API (`flowgate serve`, or a deployed one).
     #[command(flatten)]
     Api(commands::ApiCommand),
+}
+
+/// The `FLOWGATE_API_KEY_HASHES` entry for the key on the first line of `input`.
+pub fn hash_key_entry(input: &str, principal: Option<&str>) -> Result<String, String> {
+    let key = input.lines().next().unwrap_or_default().trim();
+    if key.is_empty() {
+        return Err(
+            "no key on standard input; pipe it in: printf %s \"$KEY\" | flowgate hash-key".into(),
+        );
+    }
+    let hash = flowgate_api::hash_key(key);
+    Ok(match principal {
+        Some(p) if !p.trim().is_empty() => format!("{}={hash}", p.trim()),
+        _ => hash,
+    })
 }
 
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -159,6 +182,18 @@ fn check_file(file: &Path) -> (bool, Vec<(String, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_key_entries_match_what_the_api_accepts() {
+        let line = hash_key_entry("s3cret\n", Some("ci")).unwrap();
+        let keys = flowgate_api::ApiKeys::from_hashes(&line).unwrap();
+        assert_eq!(keys.principal_for("s3cret"), Some("ci"));
+        assert_eq!(keys.principal_for("s3cret\n"), None);
+        let bare = hash_key_entry("s3cret", None).unwrap();
+        assert_eq!(bare.len(), 64);
+        assert!(!bare.contains("s3cret"));
+        assert!(hash_key_entry("\n", None).is_err());
+    }
 
     #[test]
     fn reports_every_problem_and_fails() {

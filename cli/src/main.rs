@@ -13,6 +13,23 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::HashKey { principal } => {
+            let mut input = String::new();
+            if let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut input) {
+                eprintln!("flowgate hash-key: cannot read standard input: {e}");
+                return ExitCode::from(1);
+            }
+            match flowgate_cli::hash_key_entry(&input, principal.as_deref()) {
+                Ok(line) => {
+                    println!("{line}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flowgate hash-key: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Api(command) => flowgate_cli::commands::main(&cli.api, command),
         Command::Validate { files, json } => {
             match flowgate_cli::validate(&files, json, &mut std::io::stdout()) {
