@@ -107,3 +107,24 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
             })
     }
 }
+
+/// axum's `Query`, answering a bad query string with the API's error shape (400
+/// `invalid_query`) instead of axum's plain-text rejection.
+#[derive(Debug)]
+pub(crate) struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|e| {
+                ApiError::bad_request(
+                    "invalid_query",
+                    format!("bad query string: {}", e.body_text()),
+                )
+            })
+    }
+}

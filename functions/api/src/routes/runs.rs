@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use flowgate_shared::api::{
@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
 
-use super::Path;
+use super::{Path, Query};
 use crate::Services;
 use crate::auth::Principal;
 use crate::body::JsonBody;
@@ -168,14 +168,8 @@ fn idempotency_key(headers: &HeaderMap, principal: &str) -> Result<Option<String
 pub(crate) async fn list_runs(
     State(s): State<Services>,
     _: Principal,
-    query: Result<Query<ListRunsParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<ListRunsParams>,
 ) -> Result<Json<RunList>, ApiError> {
-    let Query(params) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
     let query = run_query(params)?;
     let page = s.store.list_runs(&query).await?;
     Ok(Json(RunList {
@@ -301,14 +295,8 @@ pub(crate) async fn run_events(
     State(s): State<Services>,
     _: Principal,
     Path(id): Path<String>,
-    query: Result<Query<EventsParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<EventsParams>,
 ) -> Result<Json<EventList>, ApiError> {
-    let Query(params) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_EVENTS_PAGE {
         return Err(ApiError::bad_request(

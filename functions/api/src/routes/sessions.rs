@@ -1,11 +1,11 @@
 //! `/v1/sessions`: named agent conversations that later runs can continue.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use flowgate_shared::api::{ErrorBody, SessionList, SessionView};
 use serde::Deserialize;
 
-use super::Path;
+use super::{Path, Query};
 use crate::Services;
 use crate::auth::Principal;
 use crate::error::ApiError;
@@ -35,14 +35,8 @@ pub(crate) struct SessionParams {
 pub(crate) async fn list_sessions(
     State(s): State<Services>,
     _: Principal,
-    query: Result<Query<SessionParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<SessionParams>,
 ) -> Result<Json<SessionList>, ApiError> {
-    let Query(params) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
     let sessions = s.store.list_sessions(params.active).await?;
     Ok(Json(SessionList {
         sessions: sessions.into_iter().map(views::session_view).collect(),

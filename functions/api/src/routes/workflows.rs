@@ -2,7 +2,7 @@
 //! workflows (which `POST /v1/runs` can start directly as one-step runs).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use flowgate_shared::agent::WorkflowInfo;
@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tracing::info;
 
-use super::Path;
+use super::{Path, Query};
 use crate::Services;
 use crate::auth::Principal;
 use crate::body::DefinitionBody;
@@ -71,14 +71,8 @@ pub(crate) async fn get_workflow(
     State(s): State<Services>,
     _: Principal,
     Path(id): Path<String>,
-    query: Result<Query<VersionParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<VersionParams>,
 ) -> Result<Json<WorkflowDetail>, ApiError> {
-    let Query(params) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
     let stored = s
         .workflows
         .get_workflow(&id, params.version)
@@ -201,15 +195,9 @@ pub(crate) struct ValidateParams {
 pub(crate) async fn validate_workflow(
     State(s): State<Services>,
     _: Principal,
-    query: Result<Query<ValidateParams>, axum::extract::rejection::QueryRejection>,
+    Query(params): Query<ValidateParams>,
     DefinitionBody(text): DefinitionBody,
 ) -> Result<Json<ValidationReport>, ApiError> {
-    let Query(params) = query.map_err(|e| {
-        ApiError::bad_request(
-            "invalid_query",
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
     let mut problems = match parse_definition(&text) {
         Ok(def) if params.strict => {
             let offered = agent_workflows_or_unavailable(&s).await?;
