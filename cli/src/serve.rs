@@ -12,8 +12,8 @@
 //!
 //! The queue lives in memory, so stopping the process loses it. Nothing else is lost: every
 //! run is in the store with the moment it next needs attention (`wake_at`), and at startup
-//! [`recover`] re-arms every non-terminal run from the store before any worker starts (see
-//! [`recover::resume`] for why that is more than one sweep).
+//! [`recover`] re-arms every non-terminal run from the store (see [`recover::resume`] for why
+//! that is more than one sweep).
 //!
 //! [`start`] brings everything up and returns a [`Server`] handle (the load benchmark and the
 //! tests use it in-process); [`run`] is the command: logging, start, wait for Ctrl-C/SIGTERM,
@@ -244,6 +244,7 @@ pub struct Server {
     http: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
+    resume: JoinHandle<()>,
     simulator: Option<SimulatorHandle>,
 }
 
@@ -274,7 +275,8 @@ impl Server {
     }
 
     /// Stop accepting connections, let open requests finish (up to a timeout), let every
-    /// worker finish the message it holds, stop the sweeper, then the simulator.
+    /// worker finish the message it holds, stop the sweeper (and a resume still under way),
+    /// then the simulator.
     pub async fn shutdown(self) -> Result<(), ServeError> {
         let _ = self.stop.send(true);
         let mut first_error = None;
@@ -291,7 +293,7 @@ impl Server {
                 http.abort();
             }
         }
-        for task in self.workers.into_iter().chain([self.sweeper]) {
+        for task in self.workers.into_iter().chain([self.sweeper, self.resume]) {
             if let Err(e) = task.await {
                 first_error.get_or_insert(ServeError::Task(e.to_string()));
             }
@@ -307,7 +309,7 @@ impl Server {
 }
 
 /// Bring everything up: the listener, store, keys, agent (or the simulator), executor,
-/// recovery of runs interrupted by the last stop, workers, sweeper, and finally the router.
+/// workers, sweeper, the recovery of runs the last stop interrupted, and the router.
 pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
     if args.sweep_interval < MIN_SWEEP_INTERVAL {
         return Err(ServeError::SweepInterval);
@@ -348,18 +350,6 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         clock.clone(),
     )?);
 
-    let resumed =
-        recover::resume(store.as_ref(), queue.as_ref(), &executor, clock.now_ms()).await?;
-    if resumed.runs > 0 {
-        info!(
-            runs = resumed.runs,
-            woken_now = resumed.woken_now,
-            timers = resumed.timers,
-            agent_polls = resumed.agent_polls,
-            "resumed the runs the last stop interrupted"
-        );
-    }
-
     let (stop, stopped) = watch::channel(false);
     let workers = (0..args.workers)
         .map(|n| {
@@ -376,6 +366,16 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         queue.clone(),
         clock.clone(),
         args.sweep_interval,
+        stopped.clone(),
+    ));
+
+    // In the background: resuming polls the agent service, which may be slow or down, and
+    // the API should not wait for that.
+    let resume = tokio::spawn(recover::in_background(
+        store.clone(),
+        queue.clone(),
+        executor.clone(),
+        clock.clone(),
         stopped.clone(),
     ));
 
@@ -433,6 +433,7 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         http,
         workers,
         sweeper,
+        resume,
         simulator,
     })
 }

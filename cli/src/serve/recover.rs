@@ -8,15 +8,18 @@
 //! minutes after its last poll, because a live chain only writes on progress and on a
 //! five-minute heartbeat. A run stopped mid-agent-step would sit idle for those minutes.
 //!
-//! Right after a restart, though, no message is in flight, so nothing has to be presumed:
-//! [`resume`] re-arms every non-terminal run from the store before any worker starts.
+//! Right after a restart, though, no message from before is in flight, so nothing has to be
+//! presumed: [`resume`] re-arms every non-terminal run from the store.
+
+use std::sync::Arc;
 
 use futures::StreamExt as _;
-use tracing::{debug, warn};
+use tokio::sync::watch;
+use tracing::{debug, error, info, warn};
 
 use flowgate_shared::model::{Millis, StepStatus};
 use flowgate_shared::ports::{RunStore, WorkMessage, WorkQueue};
-use flowgate_shared::runtime::{ExecError, Executor, delay_until};
+use flowgate_shared::runtime::{Clock, ExecError, Executor, delay_until};
 
 /// Agent status polls made at once during [`resume`].
 const RESUME_POLL_CONCURRENCY: usize = 8;
@@ -34,12 +37,14 @@ pub struct Resumed {
     pub agent_polls: usize,
 }
 
-/// Re-arm every non-terminal run; call it once at startup, before the workers start.
+/// Re-arm every non-terminal run; call it once at startup, while the queue holds nothing from
+/// before (workers may already be taking new messages).
 ///
 /// - Each agent step that was running gets its poll chain back at once: a `Poll` carrying the
 ///   chain's current number (what the engine itself issues when it presumes a chain lost),
 ///   handled here, before the run's wake-up is queued. Handling it first matters: it refreshes
-///   the step's poll bookkeeping, so the tick below does not re-issue a second chain.
+///   the step's poll bookkeeping, so the tick below does not re-issue a second chain. (A poll
+///   message in the queue instead could lose that race to the tick on another worker.)
 /// - Each run gets a `Wake` for its `wake_at`: now when it has passed (which also starts runs
 ///   whose start message was lost), at its time otherwise (a retry backoff, a `wait` step, an
 ///   approval's expiry, a deadline).
@@ -116,4 +121,142 @@ pub async fn resume(
     queue.send_batch(&messages).await?;
     debug!(?resumed, "runs resumed");
     Ok(resumed)
+}
+
+/// [`resume`] as a background task at startup: logs what it did, and gives up when the server
+/// stops (the next start resumes whatever it had not reached).
+pub(super) async fn in_background(
+    store: Arc<dyn RunStore>,
+    queue: Arc<dyn WorkQueue>,
+    executor: Arc<Executor>,
+    clock: Arc<dyn Clock>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let work = resume(
+        store.as_ref(),
+        queue.as_ref(),
+        executor.as_ref(),
+        clock.now_ms(),
+    );
+    tokio::select! {
+        biased;
+        _ = stop.wait_for(|s| *s) => {
+            info!("stopping before every interrupted run was resumed; the next start resumes the rest");
+        }
+        result = work => match result {
+            Ok(resumed) if resumed.runs > 0 => info!(
+                runs = resumed.runs,
+                woken_now = resumed.woken_now,
+                timers = resumed.timers,
+                agent_polls = resumed.agent_polls,
+                "resumed the runs the last stop interrupted"
+            ),
+            Ok(_) => debug!("no run to resume"),
+            Err(e) => error!(
+                error = %e,
+                "cannot resume the runs the last stop interrupted; the sweeper wakes each once \
+                 its wake-up is overdue"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use flowgate_shared::adapters::embedded::EmbeddedStore;
+    use flowgate_shared::adapters::memqueue::MemQueue;
+    use flowgate_shared::agent::{AgentClient, AgentClientConfig};
+    use flowgate_shared::definition::parse_definition;
+    use flowgate_shared::ports::WorkflowStore;
+    use flowgate_shared::runtime::{NewRun, SystemClock, start_run};
+
+    use super::*;
+
+    const WAIT: &str = "id: pause\nsteps:\n  - id: pause\n    kind: wait\n    duration: 1h\n";
+
+    /// What `resume` queues for a run whose start message was lost (woken now) and for a run
+    /// waiting on a timer (a wake-up at its time), through a restart's empty queue.
+    #[tokio::test]
+    async fn overdue_runs_are_woken_now_and_waiting_runs_get_their_timer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+        let def = parse_definition(WAIT).unwrap();
+        let now = SystemClock::millis();
+        store.put_workflow(&def, now).await.unwrap();
+        // Nothing calls the agent service for a wait step.
+        let agent =
+            AgentClient::new("http://127.0.0.1:9", "unused", AgentClientConfig::default()).unwrap();
+        let executor = |queue: Arc<MemQueue>| {
+            Executor::new(
+                store.clone(),
+                store.clone(),
+                queue,
+                Arc::new(agent.clone()),
+                Arc::new(SystemClock),
+            )
+            .unwrap()
+        };
+
+        // A run created before the stop; its start message died with the old queue.
+        let lost = Arc::new(MemQueue::default());
+        let new = NewRun {
+            workflow_id: "pause".into(),
+            ..NewRun::default()
+        };
+        let started = start_run(store.as_ref(), store.as_ref(), lost.as_ref(), now, new)
+            .await
+            .unwrap();
+
+        let queue = Arc::new(MemQueue::default());
+        let resumed = resume(
+            store.as_ref(),
+            queue.as_ref(),
+            &executor(queue.clone()),
+            now + 1,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            resumed,
+            Resumed {
+                runs: 1,
+                woken_now: 1,
+                timers: 0,
+                agent_polls: 0
+            }
+        );
+        let woken = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(woken.len(), 1);
+        assert!(
+            matches!(&woken[0].message, WorkMessage::Wake { run_id, at: None } if *run_id == started.run_id)
+        );
+
+        // The wake-up starts it: the wait step now holds a timer an hour out.
+        executor(queue.clone())
+            .handle(&woken[0].message)
+            .await
+            .unwrap();
+        let run = store.get_run(&started.run_id).await.unwrap().unwrap();
+        let wake_at = run.wake_at.expect("a waiting run has a wake-up");
+        assert!(wake_at > now + 3_000_000, "{wake_at}");
+
+        // After another restart it gets a delayed wake-up for that time, not a tick now.
+        let queue = Arc::new(MemQueue::default());
+        let resumed = resume(
+            store.as_ref(),
+            queue.as_ref(),
+            &executor(queue.clone()),
+            now + 2,
+        )
+        .await
+        .unwrap();
+        assert_eq!((resumed.woken_now, resumed.timers), (0, 1));
+        assert_eq!(queue.len(), 1);
+        assert!(
+            queue.receive(10, Duration::ZERO).await.unwrap().is_empty(),
+            "the wake-up is delayed"
+        );
+    }
 }
