@@ -33,6 +33,10 @@ pub fn init(format: LogFormat) {
             .with_current_span(true)
             .without_time() // Lambda stamps every line itself
             .try_init(),
-        LogFormat::Text => builder.compact().try_init(),
+        // Colour only on a terminal: piped or redirected logs stay plain text.
+        LogFormat::Text => builder
+            .compact()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
     };
 }

@@ -24,7 +24,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use effects::MAX_HTTP_OUTPUT_BYTES;
 pub use error::ExecError;
 pub use executor::{
-    CommandError, Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until, event_step,
+    CommandError, Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until,
+    event_step,
 };
 pub use sessions::session_record_name;
 pub use start::{NewRun, StartError, StartedRun, start_run};
