@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flowgate_shared::adapters::memqueue::MemQueue;
-use flowgate_shared::ports::{Received, RunStore, WorkMessage, WorkQueue};
-use flowgate_shared::runtime::{Clock, Executor, event_step, sweep};
+use flowgate_shared::ports::{Received, RunStore, WorkQueue};
+use flowgate_shared::runtime::{Clock, Executor, message_step, sweep};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, field, info_span, warn};
 
@@ -104,14 +104,6 @@ async fn handle(worker: u16, queue: &MemQueue, executor: &Executor, received: Re
     }
     .instrument(span)
     .await;
-}
-
-fn message_step(message: &WorkMessage) -> Option<&str> {
-    match message {
-        WorkMessage::Poll { step, .. } => Some(step),
-        WorkMessage::Event { event, .. } => event_step(event).map(|(step, _)| step),
-        WorkMessage::Wake { .. } => None,
-    }
 }
 
 /// Every `interval`, re-wake runs whose `wake_at` is overdue (a message lost to a failed send

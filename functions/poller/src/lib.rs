@@ -15,8 +15,7 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use flowgate_shared::adapters::dynamodb::DynamoStore;
 use flowgate_shared::adapters::sqs::{SqsQueue, decode_body};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
-use flowgate_shared::ports::WorkMessage;
-use flowgate_shared::runtime::{ExecError, Executor, SystemClock, event_step};
+use flowgate_shared::runtime::{ExecError, Executor, SystemClock, message_step};
 use futures::StreamExt;
 use tracing::{Instrument, error, field, info_span, warn};
 
@@ -225,14 +224,6 @@ async fn handle_record(executor: &Executor, record: SqsMessage) -> Option<String
     }
     .instrument(span)
     .await
-}
-
-fn message_step(message: &WorkMessage) -> Option<&str> {
-    match message {
-        WorkMessage::Poll { step, .. } => Some(step),
-        WorkMessage::Event { event, .. } => event_step(event).map(|(step, _)| step),
-        WorkMessage::Wake { .. } => None,
-    }
 }
 
 #[cfg(test)]

@@ -513,8 +513,9 @@ impl Executor {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The definition version the run is pinned to.
-    pub(super) async fn definition(&self, run: &Run) -> Result<Arc<WorkflowDefinition>, ExecError> {
+    /// The definition version the run is pinned to (cached: pinned versions never change).
+    /// [`ExecError::MissingWorkflow`] when the workflow store no longer has it.
+    pub async fn definition(&self, run: &Run) -> Result<Arc<WorkflowDefinition>, ExecError> {
         let key = (run.workflow_id.clone(), run.workflow_version);
         if let Some(def) = self.cache().get(&key) {
             return Ok(def.clone());
@@ -551,6 +552,15 @@ pub fn delay_until(now: Millis, at: Millis) -> Duration {
     let max = i64::try_from(MAX_DELAY.as_millis()).unwrap_or(i64::MAX);
     let ms = at.saturating_sub(now).clamp(0, max);
     Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// The step a work message is about, for log fields.
+pub fn message_step(message: &WorkMessage) -> Option<&str> {
+    match message {
+        WorkMessage::Poll { step, .. } => Some(step),
+        WorkMessage::Event { event, .. } => event_step(event).map(|(step, _)| step),
+        WorkMessage::Wake { .. } => None,
+    }
 }
 
 /// The step (and attempt) an event is about, for log fields.

@@ -25,8 +25,8 @@ pub use effects::MAX_HTTP_OUTPUT_BYTES;
 pub use error::ExecError;
 pub use executor::{
     CommandError, Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until,
-    event_step,
+    event_step, message_step,
 };
 pub use sessions::session_record_name;
-pub use start::{NewRun, StartError, StartedRun, start_run};
+pub use start::{CheckedRun, NewRun, StartError, StartedRun, check_run, create_run, start_run};
 pub use sweeper::{SWEEP_GRACE_MS, sweep};

@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use crate::definition::{Problem, resolve_inputs};
+use crate::definition::{Problem, StoredWorkflow, WorkflowDefinition, resolve_inputs};
 use crate::engine::Event;
 use crate::model::{Millis, Run};
 use crate::ports::{CreateOutcome, RunStore, StoreError, WorkMessage, WorkQueue, WorkflowStore};
@@ -81,12 +81,7 @@ fn list(problems: &[Problem]) -> String {
 }
 
 /// Create a run of the latest version of `new.workflow_id` (the run is pinned to it), with
-/// inputs checked and defaulted, and enqueue its `Start`.
-///
-/// The run is written first, in `pending`, with no audit entry: `run.started` is written by
-/// the engine when the executor applies the start. A repeated request with the same
-/// idempotency key re-enqueues the start of the existing run, which repairs a first request
-/// that stopped between the write and the enqueue (starting twice is harmless).
+/// inputs checked and defaulted, and enqueue its `Start`: [`check_run`] then [`create_run`].
 pub async fn start_run(
     store: &dyn RunStore,
     workflows: &dyn WorkflowStore,
@@ -98,14 +93,31 @@ pub async fn start_run(
         .get_workflow(&new.workflow_id, None)
         .await?
         .ok_or_else(|| StartError::UnknownWorkflow(new.workflow_id.clone()))?;
-    let inputs = resolve_inputs(&stored.definition, &new.inputs).map_err(|problems| {
-        StartError::InvalidInputs {
+    let checked = check_run(store, &stored.definition, new).await?;
+    create_run(store, queue, now, &stored, checked).await
+}
+
+/// A start request checked against a definition (inputs resolved, session looked up), not
+/// written yet: [`create_run`] writes it. The split lets a caller check a definition it has not
+/// stored yet before storing it (the API's one-step agent runs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedRun {
+    new: NewRun,
+    inputs: Map<String, Value>,
+}
+
+/// Check `new` against `def`: inputs typed and defaulted, a `continue_session` resolved to its
+/// agent session id. Reads the session store only.
+pub async fn check_run(
+    store: &dyn RunStore,
+    def: &WorkflowDefinition,
+    mut new: NewRun,
+) -> Result<CheckedRun, StartError> {
+    let inputs =
+        resolve_inputs(def, &new.inputs).map_err(|problems| StartError::InvalidInputs {
             workflow_id: new.workflow_id.clone(),
             problems,
-        }
-    })?;
-    let mut resume_session_id = new.resume_session_id;
-    let mut session_name = new.session_name;
+        })?;
     if let Some(name) = &new.continue_session {
         let record = store
             .get_session(name)
@@ -114,9 +126,24 @@ pub async fn start_run(
         let id = record
             .agent_session_id
             .ok_or_else(|| StartError::SessionNotStarted(name.clone()))?;
-        resume_session_id = Some(id);
-        session_name = session_name.or_else(|| Some(name.clone()));
+        new.resume_session_id = Some(id);
+        new.session_name = new.session_name.or_else(|| Some(name.clone()));
     }
+    Ok(CheckedRun { new, inputs })
+}
+
+/// Write a checked run pinned to `stored` (in `pending`, no audit entry: `run.started` is
+/// written by the engine when the executor applies the start) and enqueue its `Start`. A
+/// repeated idempotency key re-enqueues the start of the existing run, which repairs a first
+/// request that stopped between the write and the enqueue (starting twice is harmless).
+pub async fn create_run(
+    store: &dyn RunStore,
+    queue: &dyn WorkQueue,
+    now: Millis,
+    stored: &StoredWorkflow,
+    checked: CheckedRun,
+) -> Result<StartedRun, StartError> {
+    let CheckedRun { new, inputs } = checked;
     let mut run = Run::new(
         uuid::Uuid::new_v4().to_string(),
         &stored.definition,
@@ -126,8 +153,8 @@ pub async fn start_run(
     );
     run.idempotency_key = new.idempotency_key;
     run.started_by = new.started_by;
-    run.session_name = session_name;
-    run.resume_session_id = resume_session_id;
+    run.session_name = new.session_name;
+    run.resume_session_id = new.resume_session_id;
     run.parent_run_id = new.parent_run_id;
     run.chain_depth = new.chain_depth;
     run.max_turns = new.max_turns;

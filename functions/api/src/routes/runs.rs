@@ -14,7 +14,7 @@ use flowgate_shared::api::{
 use flowgate_shared::engine::Event;
 use flowgate_shared::model::RunStatus;
 use flowgate_shared::ports::{MAX_PAGE_SIZE, RunQuery, RunSort, SortOrder};
-use flowgate_shared::runtime::{CommandError, NewRun, start_run as start};
+use flowgate_shared::runtime::{CommandError, ExecError, NewRun, create_run};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
@@ -26,7 +26,7 @@ use crate::body::JsonBody;
 use crate::error::ApiError;
 use crate::views;
 
-use super::workflows::ensure_workflow;
+use super::workflows::workflow_for_start;
 
 /// Longest accepted `Idempotency-Key`.
 const MAX_IDEMPOTENCY_KEY: usize = 200;
@@ -93,22 +93,23 @@ pub(crate) async fn start_run(
             }
         }
     }
-    ensure_workflow(&s, &req.workflow, &inputs, req.continue_session.as_deref()).await?;
-    let started = start(
+    let new = NewRun {
+        workflow_id: req.workflow.clone(),
+        inputs,
+        idempotency_key,
+        started_by: Some(principal.clone()),
+        session_name: req.session_name,
+        continue_session: req.continue_session,
+        max_turns: req.max_turns,
+        ..NewRun::default()
+    };
+    let (stored, checked) = workflow_for_start(&s, new).await?;
+    let started = create_run(
         s.store.as_ref(),
-        s.workflows.as_ref(),
         s.queue.as_ref(),
         s.clock.now_ms(),
-        NewRun {
-            workflow_id: req.workflow.clone(),
-            inputs,
-            idempotency_key,
-            started_by: Some(principal.clone()),
-            session_name: req.session_name,
-            continue_session: req.continue_session,
-            max_turns: req.max_turns,
-            ..NewRun::default()
-        },
+        &stored,
+        checked,
     )
     .await?;
     info!(run_id = %started.run_id, workflow_id = %req.workflow, principal = %principal, existing = started.existing, "run accepted");
@@ -258,14 +259,13 @@ pub(crate) async fn get_run(
         .get_run(&id)
         .await?
         .ok_or_else(|| ApiError::run_not_found(&id))?;
-    let stored = s
-        .workflows
-        .get_workflow(&run.workflow_id, Some(run.workflow_version))
-        .await?;
-    Ok(Json(views::run_detail(
-        &run,
-        stored.as_ref().map(|w| &w.definition),
-    )))
+    // Pinned versions never change: the executor's definition cache answers most reads.
+    let def = match s.executor.definition(&run).await {
+        Ok(def) => Some(def),
+        Err(ExecError::MissingWorkflow { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Json(views::run_detail(&run, def.as_deref())))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]

@@ -10,12 +10,12 @@ use flowgate_shared::api::{
     AgentWorkflowList, AgentWorkflowView, ErrorBody, ValidationReport, WorkflowDetail, WorkflowList,
 };
 use flowgate_shared::definition::{
-    Problem, StepAction, WorkflowDefinition, parse_definition, parse_definition_value,
-    resolve_inputs,
+    Problem, StepAction, StoredWorkflow, WorkflowDefinition, parse_definition,
+    parse_definition_value,
 };
-use flowgate_shared::runtime::StartError;
+use flowgate_shared::runtime::{CheckedRun, NewRun, check_run};
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use tracing::info;
 
 use super::{Path, Query};
@@ -284,19 +284,19 @@ pub(crate) async fn agent_workflows(
     }))
 }
 
-/// Make sure `name` is a stored workflow: a stored one is used as is; otherwise, when the
-/// agent service offers a workflow of that name, a one-step definition running it is stored
-/// (once: later runs reuse it), but only for a start that will not be refused (its inputs
-/// fit and its session to continue exists), so a refused start writes nothing.
-pub(crate) async fn ensure_workflow(
+/// The stored workflow a start request names, with the request checked against it. A stored
+/// workflow is used as is; otherwise, when the agent service offers a workflow of that name, a
+/// one-step definition running it is stored (once: later runs reuse it), and only after the
+/// request was checked against it, so a refused start stores nothing.
+pub(crate) async fn workflow_for_start(
     s: &Services,
-    name: &str,
-    inputs: &Map<String, Value>,
-    continue_session: Option<&str>,
-) -> Result<(), ApiError> {
-    if s.workflows.get_workflow(name, None).await?.is_some() {
-        return Ok(());
+    new: NewRun,
+) -> Result<(StoredWorkflow, CheckedRun), ApiError> {
+    if let Some(stored) = s.workflows.get_workflow(&new.workflow_id, None).await? {
+        let checked = check_run(s.store.as_ref(), &stored.definition, new).await?;
+        return Ok((stored, checked));
     }
+    let name = new.workflow_id.as_str();
     let offered = s.agent.list_workflows().await.map_err(|e| {
         if e.is_retryable() {
             ApiError::new(
@@ -335,23 +335,10 @@ pub(crate) async fn ensure_workflow(
         .with_problems(&problems)
         .with_field("workflow")
     })?;
-    resolve_inputs(&def, inputs).map_err(|problems| StartError::InvalidInputs {
-        workflow_id: name.to_string(),
-        problems,
-    })?;
-    if let Some(session) = continue_session {
-        let record = s.store.get_session(session).await?;
-        match record {
-            None => return Err(StartError::UnknownSession(session.to_string()).into()),
-            Some(r) if r.agent_session_id.is_none() => {
-                return Err(StartError::SessionNotStarted(session.to_string()).into());
-            }
-            Some(_) => {}
-        }
-    }
+    let checked = check_run(s.store.as_ref(), &def, new).await?;
     let stored = s.workflows.put_workflow(&def, s.clock.now_ms()).await?;
-    info!(workflow_id = %name, version = stored.version, "stored a one-step definition for an agent workflow");
-    Ok(())
+    info!(workflow_id = %stored.definition.id, version = stored.version, "stored a one-step definition for an agent workflow");
+    Ok((stored, checked))
 }
 
 /// A workflow with one agent step running the agent service's workflow `info.name`, taking

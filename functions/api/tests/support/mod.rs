@@ -13,7 +13,7 @@ use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
 use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig};
-use flowgate_shared::model::{Run, RunStatus};
+use flowgate_shared::model::Run;
 use flowgate_shared::ports::{RunQuery, RunStore, WorkQueue, WorkflowStore};
 use flowgate_shared::runtime::{Executor, SystemClock};
 use http_body_util::BodyExt;
@@ -206,10 +206,6 @@ impl TestApi {
             self.queue.len()
         )
     }
-}
-
-pub fn terminal(status: RunStatus) -> bool {
-    status.is_terminal()
 }
 
 pub const TWO_STEPS: &str = r#"
