@@ -587,6 +587,150 @@ pub trait WorkflowStore: Send + Sync {
     async fn delete_workflow(&self, id: &str) -> Result<bool, StoreError>;
 }
 
+/// Small keyed JSON records beside runs: webhook subscriptions and their delivery logs, Slack
+/// message references. Records live in named collections and list in id order.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// Store `value` under (collection, id) unless a record is there; `Ok(false)` when one was.
+    /// `expires_at` (epoch millis) lets the store drop the record after that time (DynamoDB TTL;
+    /// the embedded store filters expired records out of reads and may delete them lazily).
+    async fn create_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<bool, StoreError>;
+    /// Store `value` under (collection, id), replacing any record.
+    async fn put_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<(), StoreError>;
+    async fn get_record(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError>;
+    /// Up to `limit` (1..=100, else StoreError invalid) records with id > `after` (all when
+    /// None), ascending by id (byte order).
+    async fn list_records(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError>;
+    /// `Ok(false)` when there was nothing to delete.
+    async fn delete_record(&self, collection: &str, id: &str) -> Result<bool, StoreError>;
+}
+
+/// Longest record collection or id in bytes: well inside DynamoDB's 1,024-byte sort key and
+/// 2,048-byte partition key (with its `REC#` prefix), and long enough for any id we mint.
+pub const MAX_RECORD_KEY_BYTES: usize = 512;
+
+/// Largest record value, serialized as JSON. Records are references and log lines; a cap far
+/// below DynamoDB's 400 KB item limit means a too-large value is refused the same way on every
+/// backend instead of failing only in a deployment.
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// Largest page [`RecordStore::list_records`] returns; larger requests are refused, not clamped
+/// (as for [`MAX_PAGE_SIZE`]).
+pub const MAX_RECORD_PAGE: usize = 100;
+
+/// Check a record's collection and id, so both backends refuse the same keys. Control
+/// characters are refused because ids end up in logs, URLs and Slack messages, where they are
+/// invisible or break the line; `#` is refused in collections because it separates key parts
+/// in DynamoDB (`REC#{collection}`).
+pub(crate) fn check_record_key(collection: &str, id: &str) -> Result<(), StoreError> {
+    check_record_collection(collection)?;
+    check_record_part("id", id)
+}
+
+fn check_record_collection(collection: &str) -> Result<(), StoreError> {
+    check_record_part("collection", collection)?;
+    if collection.contains('#') {
+        return Err(StoreError::invalid(
+            "collection",
+            format!("{collection:?} contains '#', which separates key parts"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_record_part(field: &'static str, text: &str) -> Result<(), StoreError> {
+    if text.is_empty() {
+        return Err(StoreError::invalid(field, "must not be empty"));
+    }
+    if text.len() > MAX_RECORD_KEY_BYTES {
+        return Err(StoreError::invalid(
+            field,
+            format!(
+                "{} bytes; at most {MAX_RECORD_KEY_BYTES} are allowed",
+                text.len()
+            ),
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(StoreError::invalid(
+            field,
+            format!("{text:?} contains a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check a record value fits [`MAX_RECORD_BYTES`] once serialized as JSON.
+pub(crate) fn check_record_value(value: &serde_json::Value) -> Result<(), StoreError> {
+    let size = serde_json::to_vec(value)
+        .map_err(|e| StoreError::invalid("value", format!("cannot be serialized: {e}")))?
+        .len();
+    if size > MAX_RECORD_BYTES {
+        return Err(StoreError::invalid(
+            "value",
+            format!("{size} bytes of JSON; at most {MAX_RECORD_BYTES} are allowed"),
+        ));
+    }
+    Ok(())
+}
+
+/// Check the arguments of [`RecordStore::list_records`]; returns the position to start after,
+/// `None` for an empty `after` (every id is greater than the empty string, and DynamoDB refuses
+/// an empty key value in a condition).
+pub(crate) fn check_record_list<'a>(
+    collection: &str,
+    after: Option<&'a str>,
+    limit: usize,
+) -> Result<Option<&'a str>, StoreError> {
+    check_record_collection(collection)?;
+    if limit == 0 || limit > MAX_RECORD_PAGE {
+        return Err(StoreError::invalid(
+            "limit",
+            format!("page size must be 1..={MAX_RECORD_PAGE}, got {limit}"),
+        ));
+    }
+    let after = after.filter(|a| !a.is_empty());
+    if let Some(a) = after {
+        // A position is an id a previous page returned, so it obeys the same rules.
+        check_record_part("after", a)?;
+    }
+    Ok(after)
+}
+
+/// Whether a record with this expiry is gone at `now`: it lives until `expires_at` and not at
+/// that instant, so a record written with `expires_at = now` is never read back.
+pub(crate) fn record_expired(expires_at: Option<Millis>, now: Millis) -> bool {
+    expires_at.is_some_and(|at| at <= now)
+}
+
+/// The wall clock for record expiry. Records are the one thing a store times out on its own
+/// (DynamoDB's TTL runs on the service's clock too), so stores read the clock for them instead
+/// of taking `now` from the caller.
+pub(crate) fn record_now() -> Millis {
+    crate::runtime::SystemClock::millis()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Work queue
 // ---------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 //! The port contract suite: every case is written once, over `&dyn RunStore`,
-//! `&dyn WorkflowStore` or `&dyn WorkQueue`, and `tests/tests/contract.rs` instantiates each case
-//! for every backend (`contract::embedded::…`, `contract::moto::…`).
+//! `&dyn WorkflowStore`, `&dyn RecordStore` or `&dyn WorkQueue`, and `tests/tests/contract.rs`
+//! instantiates each case for every backend (`contract::embedded::…`, `contract::moto::…`).
 //!
 //! A backend passes when it behaves the same way the engine's callers rely on: conditional
 //! writes, atomic audit entries, idempotent creation, exact keyset paging, versioned
@@ -24,8 +24,9 @@ use flowgate_shared::model::{
     DecisionRecord, Millis, Run, RunStatus, StepStatus,
 };
 use flowgate_shared::ports::{
-    CreateOutcome, MAX_PAGE_SIZE, QueueError, RunQuery, RunSort, RunStore, SessionRecord,
-    SessionRun, SortOrder, StoreError, WorkMessage, WorkQueue, WorkflowStore,
+    CreateOutcome, MAX_PAGE_SIZE, MAX_RECORD_BYTES, MAX_RECORD_KEY_BYTES, MAX_RECORD_PAGE,
+    QueueError, RecordStore, RunQuery, RunSort, RunStore, SessionRecord, SessionRun, SortOrder,
+    StoreError, WorkMessage, WorkQueue, WorkflowStore,
 };
 use serde_json::{Map, Value, json};
 
@@ -40,6 +41,8 @@ pub const BASE: Millis = 1_760_000_000_000;
 pub struct Backend {
     pub runs: Arc<dyn RunStore>,
     pub workflows: Arc<dyn WorkflowStore>,
+    /// The same store object as `runs` (records live beside runs).
+    pub records: Arc<dyn RecordStore>,
     pub queue: Arc<dyn WorkQueue>,
     _keep_alive: Box<dyn Any + Send>,
 }
@@ -57,7 +60,8 @@ pub async fn embedded() -> Backend {
     let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open the embedded store"));
     Backend {
         runs: store.clone(),
-        workflows: store,
+        workflows: store.clone(),
+        records: store,
         queue: Arc::new(MemQueue::new(VISIBILITY_TIMEOUT)),
         _keep_alive: Box::new(dir),
     }
@@ -109,7 +113,8 @@ pub async fn aws_backend(
     .expect("create the SQS queue (is the emulator running?)");
     Backend {
         runs: store.clone(),
-        workflows: store,
+        workflows: store.clone(),
+        records: store,
         queue: Arc::new(queue),
         _keep_alive: keep_alive,
     }
@@ -1295,6 +1300,450 @@ pub mod workflow_store {
             store.list_workflows().await.expect("list"),
             vec![alpha2, beta]
         );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Record store cases
+// ---------------------------------------------------------------------------------------------
+
+pub mod record_store {
+    use super::*;
+
+    /// The wall clock: record expiry is the one thing stores time out on their own.
+    fn now_ms() -> Millis {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is after 1970");
+        i64::try_from(since_epoch.as_millis()).expect("millis fit in i64")
+    }
+
+    /// A value with every JSON type (numbers chosen to read back identically from DynamoDB).
+    fn value(n: i64) -> Value {
+        json!({
+            "n": n,
+            "url": "https://example.com/hook?x=1&y=✅",
+            "ratio": 0.75,
+            "active": true,
+            "events": ["run.completed", "approval.requested"],
+            "headers": {"x-team": "ops", "empty": ""},
+            "secret_ref": null
+        })
+    }
+
+    async fn ids(store: &dyn RecordStore, collection: &str, after: Option<&str>) -> Vec<String> {
+        store
+            .list_records(collection, after, MAX_RECORD_PAGE)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    fn assert_invalid<T: std::fmt::Debug>(result: Result<T, StoreError>, field: &str, what: &str) {
+        match result {
+            Err(StoreError::Invalid { field: got, .. }) if got == field => {}
+            other => panic!("{what}: expected Invalid {{ field: {field:?} }}, got {other:?}"),
+        }
+    }
+
+    /// A record reads back exactly as written; a missing record (or collection) is `None`.
+    pub async fn round_trip(store: &dyn RecordStore) {
+        assert!(
+            store
+                .create_record("webhooks", "wh-1", &value(1), None)
+                .await
+                .expect("create")
+        );
+        assert_eq!(
+            store.get_record("webhooks", "wh-1").await.expect("get"),
+            Some(value(1))
+        );
+        assert_eq!(
+            store.get_record("webhooks", "wh-2").await.expect("get"),
+            None
+        );
+        assert_eq!(
+            store.get_record("nothing", "wh-1").await.expect("get"),
+            None
+        );
+        assert!(ids(store, "nothing", None).await.is_empty());
+    }
+
+    /// A second create of the same id returns `false` and keeps the first value.
+    pub async fn create_if_absent(store: &dyn RecordStore) {
+        assert!(
+            store
+                .create_record("slack", "run-1", &value(1), None)
+                .await
+                .expect("first create")
+        );
+        assert!(
+            !store
+                .create_record("slack", "run-1", &value(2), Some(now_ms() + 3_600_000))
+                .await
+                .expect("second create"),
+            "a create over an existing record reports it"
+        );
+        assert_eq!(
+            store.get_record("slack", "run-1").await.expect("get"),
+            Some(value(1)),
+            "the first value stays"
+        );
+    }
+
+    /// Put creates a missing record and replaces an existing one (value and expiry).
+    pub async fn put_replaces(store: &dyn RecordStore) {
+        store
+            .put_record("deliveries", "d-1", &value(1), Some(now_ms() + 3_600_000))
+            .await
+            .expect("put a new record");
+        assert_eq!(
+            store.get_record("deliveries", "d-1").await.expect("get"),
+            Some(value(1))
+        );
+        store
+            .put_record("deliveries", "d-1", &json!({"status": "delivered"}), None)
+            .await
+            .expect("replace");
+        assert_eq!(
+            store.get_record("deliveries", "d-1").await.expect("get"),
+            Some(json!({"status": "delivered"}))
+        );
+        assert_eq!(ids(store, "deliveries", None).await, vec!["d-1"]);
+        // Replacing with an expiry in the past makes the record gone for reads.
+        store
+            .put_record("deliveries", "d-1", &value(3), Some(now_ms() - 1_000))
+            .await
+            .expect("replace with a past expiry");
+        assert_eq!(
+            store.get_record("deliveries", "d-1").await.expect("get"),
+            None
+        );
+    }
+
+    /// Records list in byte order of their ids, whatever the write order, and `after` pages
+    /// through them exactly once each.
+    pub async fn list_order_and_paging(store: &dyn RecordStore) {
+        let written = ["b", "a-1", "é", "B", "10", "a", "9", "z", "Z", "a-10"];
+        for (i, id) in written.iter().enumerate() {
+            let i = i64::try_from(i).expect("small");
+            assert!(
+                store
+                    .create_record("order", id, &value(i), None)
+                    .await
+                    .expect("create")
+            );
+        }
+        let mut expected: Vec<String> = written.iter().map(|s| s.to_string()).collect();
+        expected.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        assert_eq!(ids(store, "order", None).await, expected);
+        let all = store
+            .list_records("order", None, MAX_RECORD_PAGE)
+            .await
+            .expect("list");
+        for (id, got) in &all {
+            let i = written.iter().position(|w| w == id).expect("a written id");
+            assert_eq!(
+                got,
+                &value(i64::try_from(i).expect("small")),
+                "value of {id}"
+            );
+        }
+        // Pages of 3, each starting after the last id of the previous one.
+        let mut paged = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store
+                .list_records("order", after.as_deref(), 3)
+                .await
+                .expect("page");
+            assert!(page.len() <= 3, "a page holds at most its limit");
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            paged.extend(page.into_iter().map(|(id, _)| id));
+        }
+        assert_eq!(paged, expected, "paging visits every record once, in order");
+        // `after` need not be a stored id; after the last one there is nothing.
+        assert_eq!(
+            ids(store, "order", Some("a-0")).await,
+            expected
+                .iter()
+                .filter(|id| id.as_str() > "a-0")
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        assert!(ids(store, "order", Some("é")).await.is_empty());
+        assert!(ids(store, "order", Some("\u{10FFFF}")).await.is_empty());
+    }
+
+    /// Page sizes 1..=100 are accepted; 0 and 101 are refused, not clamped.
+    pub async fn page_size_limits(store: &dyn RecordStore) {
+        for i in 0..3 {
+            store
+                .put_record("limits", &format!("r{i}"), &value(i), None)
+                .await
+                .expect("put");
+        }
+        assert_eq!(
+            store
+                .list_records("limits", None, 1)
+                .await
+                .expect("limit 1")
+                .len(),
+            1
+        );
+        assert_eq!(
+            store
+                .list_records("limits", None, 100)
+                .await
+                .expect("limit 100")
+                .len(),
+            3
+        );
+        for limit in [0, MAX_RECORD_PAGE + 1] {
+            assert_invalid(
+                store.list_records("limits", None, limit).await,
+                "limit",
+                &format!("limit {limit}"),
+            );
+        }
+    }
+
+    /// The same id in different collections (one a prefix of the other) are separate records.
+    pub async fn collections_isolated(store: &dyn RecordStore) {
+        let collections = ["hooks", "hooks-x", "hook", "slack"];
+        for (i, c) in collections.iter().enumerate() {
+            let i = i64::try_from(i).expect("small");
+            assert!(
+                store
+                    .create_record(c, "same", &value(i), None)
+                    .await
+                    .expect("create")
+            );
+        }
+        for (i, c) in collections.iter().enumerate() {
+            let i = i64::try_from(i).expect("small");
+            assert_eq!(
+                store.get_record(c, "same").await.expect("get"),
+                Some(value(i)),
+                "{c}"
+            );
+            assert_eq!(
+                ids(store, c, None).await,
+                vec!["same"],
+                "{c} lists only its own"
+            );
+        }
+        assert!(store.delete_record("hooks", "same").await.expect("delete"));
+        assert_eq!(store.get_record("hooks", "same").await.expect("get"), None);
+        for c in &collections[1..] {
+            assert!(
+                store.get_record(c, "same").await.expect("get").is_some(),
+                "deleting in hooks left {c} alone"
+            );
+        }
+    }
+
+    /// Delete reports whether there was a record, and a deleted record is gone.
+    pub async fn delete(store: &dyn RecordStore) {
+        store
+            .put_record("subs", "s-1", &value(1), None)
+            .await
+            .expect("put");
+        store
+            .put_record("subs", "s-2", &value(2), Some(now_ms() + 3_600_000))
+            .await
+            .expect("put");
+        assert!(store.delete_record("subs", "s-1").await.expect("delete"));
+        assert!(
+            !store
+                .delete_record("subs", "s-1")
+                .await
+                .expect("delete again"),
+            "nothing left to delete"
+        );
+        assert!(!store.delete_record("subs", "never").await.expect("delete"));
+        assert_eq!(store.get_record("subs", "s-1").await.expect("get"), None);
+        assert_eq!(ids(store, "subs", None).await, vec!["s-2"]);
+        assert!(store.delete_record("subs", "s-2").await.expect("delete"));
+        assert!(ids(store, "subs", None).await.is_empty());
+        // A deleted id can be created again.
+        assert!(
+            store
+                .create_record("subs", "s-1", &value(3), None)
+                .await
+                .expect("re-create")
+        );
+        assert_eq!(
+            store.get_record("subs", "s-1").await.expect("get"),
+            Some(value(3))
+        );
+    }
+
+    /// Records whose expiry has passed are not read back, listed, or counted by create and
+    /// delete, whether or not the store has removed them yet; unexpired ones are.
+    pub async fn expired_not_returned(store: &dyn RecordStore) {
+        let now = now_ms();
+        let past = now - 60_000;
+        let future = now + 3_600_000;
+        for id in ["a", "c", "e"] {
+            assert!(
+                store
+                    .create_record("logs", id, &value(0), Some(past))
+                    .await
+                    .expect("create expired")
+            );
+        }
+        for id in ["b", "d"] {
+            assert!(
+                store
+                    .create_record("logs", id, &value(1), Some(future))
+                    .await
+                    .expect("create live")
+            );
+        }
+        store
+            .put_record("logs", "f", &value(2), None)
+            .await
+            .expect("put without expiry");
+        assert_eq!(store.get_record("logs", "a").await.expect("get"), None);
+        assert_eq!(
+            store.get_record("logs", "b").await.expect("get"),
+            Some(value(1))
+        );
+        assert_eq!(ids(store, "logs", None).await, vec!["b", "d", "f"]);
+        // A page is filled past expired records.
+        let page = store.list_records("logs", None, 2).await.expect("page");
+        assert_eq!(
+            page.into_iter().map(|(id, _)| id).collect::<Vec<_>>(),
+            vec!["b", "d"]
+        );
+        assert_eq!(ids(store, "logs", Some("b")).await, vec!["d", "f"]);
+        // An expired record is absent for create and delete too.
+        assert!(
+            !store
+                .delete_record("logs", "c")
+                .await
+                .expect("delete expired"),
+            "an expired record is nothing to delete"
+        );
+        assert!(
+            store
+                .create_record("logs", "a", &value(5), None)
+                .await
+                .expect("create over an expired record"),
+            "a create over an expired record succeeds"
+        );
+        assert_eq!(
+            store.get_record("logs", "a").await.expect("get"),
+            Some(value(5))
+        );
+        assert_eq!(ids(store, "logs", None).await, vec!["a", "b", "d", "f"]);
+    }
+
+    /// Eight concurrent creates of one id: exactly one succeeds and its value is stored.
+    pub async fn concurrent_create(store: &dyn RecordStore) {
+        let values: Vec<Value> = (0..8).map(value).collect();
+        let results = futures::future::join_all(
+            values
+                .iter()
+                .map(|v| store.create_record("race", "one", v, None)),
+        )
+        .await;
+        let winners: Vec<usize> = results
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.expect("every create answers").then_some(i))
+            .collect();
+        assert_eq!(winners.len(), 1, "exactly one create wins: {winners:?}");
+        assert_eq!(
+            store.get_record("race", "one").await.expect("get"),
+            Some(values[winners[0]].clone()),
+            "the winner's value is stored"
+        );
+    }
+
+    /// Bad collections, ids, cursors and oversized values are refused on every method, and a
+    /// refused write stores nothing. Limits are inclusive: 512-byte keys and 64 KiB values fit.
+    pub async fn invalid_keys(store: &dyn RecordStore) {
+        let long = "k".repeat(MAX_RECORD_KEY_BYTES + 1);
+        let bad: [(&str, &str, &str); 8] = [
+            ("", "x", "collection"),
+            ("a#b", "x", "collection"),
+            ("tab\tbed", "x", "collection"),
+            (long.as_str(), "x", "collection"),
+            ("keys", "", "id"),
+            ("keys", "line\nbreak", "id"),
+            ("keys", "nul\u{0}", "id"),
+            ("keys", long.as_str(), "id"),
+        ];
+        for (collection, id, field) in bad {
+            let what = format!("({collection:?}, {id:?})");
+            assert_invalid(
+                store.create_record(collection, id, &value(1), None).await,
+                field,
+                &format!("create {what}"),
+            );
+            assert_invalid(
+                store.put_record(collection, id, &value(1), None).await,
+                field,
+                &format!("put {what}"),
+            );
+            assert_invalid(
+                store.get_record(collection, id).await,
+                field,
+                &format!("get {what}"),
+            );
+            assert_invalid(
+                store.delete_record(collection, id).await,
+                field,
+                &format!("delete {what}"),
+            );
+            if field == "collection" {
+                assert_invalid(
+                    store.list_records(collection, None, 10).await,
+                    field,
+                    &format!("list {what}"),
+                );
+            }
+        }
+        assert_invalid(
+            store.list_records("keys", Some("line\nbreak"), 10).await,
+            "after",
+            "list after a control character",
+        );
+        // A value over 64 KiB of JSON is refused and not stored.
+        let big = json!({"blob": "x".repeat(MAX_RECORD_BYTES)});
+        assert_invalid(
+            store.create_record("keys", "big", &big, None).await,
+            "value",
+            "create a value over 64 KiB",
+        );
+        assert_invalid(
+            store.put_record("keys", "big", &big, None).await,
+            "value",
+            "put a value over 64 KiB",
+        );
+        assert!(
+            ids(store, "keys", None).await.is_empty(),
+            "refused writes stored nothing"
+        );
+        // The limits themselves are allowed.
+        let longest = "k".repeat(MAX_RECORD_KEY_BYTES);
+        let fits = json!("x".repeat(MAX_RECORD_BYTES - 2));
+        assert!(
+            store
+                .create_record(&longest, &longest, &fits, None)
+                .await
+                .expect("512-byte keys and a 64 KiB value fit")
+        );
+        assert_eq!(
+            store.get_record(&longest, &longest).await.expect("get"),
+            Some(fits)
+        );
+        assert_eq!(ids(store, &longest, None).await, vec![longest.clone()]);
     }
 }
 

@@ -58,6 +58,25 @@ macro_rules! suite {
                     [versions, concurrent_puts, delete, list,]
                 );
             }
+            mod record_store {
+                cases!(
+                    $backend,
+                    record_store,
+                    records,
+                    [
+                        round_trip,
+                        create_if_absent,
+                        put_replaces,
+                        list_order_and_paging,
+                        page_size_limits,
+                        collections_isolated,
+                        delete,
+                        expired_not_returned,
+                        concurrent_create,
+                        invalid_keys,
+                    ]
+                );
+            }
             mod queue {
                 cases!(
                     $backend,

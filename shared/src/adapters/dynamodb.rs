@@ -15,8 +15,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ScalarAttributeType, TimeToLiveSpecification,
-    TransactWriteItem,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    TimeToLiveSpecification, TransactWriteItem,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -25,15 +25,18 @@ use serde_dynamo::aws_sdk_dynamodb_1 as dynamo;
 use crate::definition::{StoredWorkflow, WorkflowDefinition};
 use crate::model::{AuditEntry, Millis, Run};
 use crate::ports::{
-    CreateOutcome, Cursor, RunPage, RunQuery, RunSort, RunStore, SessionRecord, SortOrder,
-    StoreError, WorkflowStore, check_audit, check_put, page_in_memory, started_key,
+    CreateOutcome, Cursor, RecordStore, RunPage, RunQuery, RunSort, RunStore, SessionRecord,
+    SortOrder, StoreError, WorkflowStore, check_audit, check_put, check_record_key,
+    check_record_list, check_record_value, page_in_memory, record_expired, record_now, started_key,
 };
 
 /// Attribute names of the table (the CloudFormation template must use the same).
 pub mod attr {
-    /// Partition key (S): `RUN#{id}`, `IDEM#{key}`, `SESSION#{name}`, `WF#{id}`.
+    /// Partition key (S): `RUN#{id}`, `IDEM#{key}`, `SESSION#{name}`, `WF#{id}`,
+    /// `REC#{collection}`.
     pub const PK: &str = "pk";
-    /// Sort key (S): `RUN`, `AUDIT#{seq:020}`, `IDEM`, `SESSION`, `V#{version:020}`, `LATEST`.
+    /// Sort key (S): `RUN`, `AUDIT#{seq:020}`, `IDEM`, `SESSION`, `V#{version:020}`, `LATEST`,
+    /// or a record's id.
     pub const SK: &str = "sk";
     /// Entity kind for listing (S): `RUN`, `SESSION`, `WORKFLOW`; hash key of `by_kind`.
     pub const KIND: &str = "kind";
@@ -48,6 +51,9 @@ pub mod attr {
     pub const WAKE_AT: &str = "wake_at";
     /// Epoch seconds (N) after which DynamoDB's TTL deletes the item.
     pub const EXPIRES_AT: &str = "expires_at";
+    /// A record's exact expiry in epoch millis (N): TTL deletes lazily and only to the second,
+    /// so reads filter on this.
+    pub const EXPIRES_AT_MS: &str = "expires_at_ms";
     /// The stored version of a run or of a workflow's latest pointer (N).
     pub const VERSION: &str = "version";
     /// A run's status (S) and creation time (N), top level for filters.
@@ -58,6 +64,7 @@ pub mod attr {
     pub const ENTRY: &str = "entry";
     pub const SESSION: &str = "session";
     pub const WORKFLOW: &str = "workflow";
+    pub const RECORD: &str = "record";
     /// `BOOL` on sessions (filter) and on a workflow's latest pointer (deleted).
     pub const ACTIVE: &str = "active";
     pub const DELETED: &str = "deleted";
@@ -108,6 +115,37 @@ fn workflow_pk(id: &str) -> String {
 }
 fn version_sk(version: u64) -> String {
     format!("V#{version:020}")
+}
+fn record_pk(collection: &str) -> String {
+    format!("REC#{collection}")
+}
+
+/// The TTL value (epoch seconds) for a record expiring at `ms`, rounded up so DynamoDB never
+/// deletes a record before its exact expiry.
+fn ttl_seconds(ms: Millis) -> i64 {
+    ms.div_euclid(1000) + i64::from(ms.rem_euclid(1000) != 0)
+}
+
+/// A record item's exact expiry, if it has one.
+fn record_expiry(item: &Item, what: &str) -> Result<Option<Millis>, StoreError> {
+    if item.contains_key(attr::EXPIRES_AT_MS) {
+        number_attr(item, attr::EXPIRES_AT_MS, what).map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// A record item's value, or `None` once it has expired: TTL deletes lazily (within days), so
+/// an expired item may still be in the table.
+fn live_record(
+    item: &Item,
+    now: Millis,
+    what: &str,
+) -> Result<Option<serde_json::Value>, StoreError> {
+    if record_expired(record_expiry(item, what)?, now) {
+        return Ok(None);
+    }
+    from_attr(item, attr::RECORD, what).map(Some)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -416,6 +454,25 @@ impl DynamoStore {
         if let Some(due_at) = run.due_at() {
             item.insert(attr::DUE.into(), s(DUE_VALUE));
             item.insert(attr::WAKE_AT.into(), n(due_at));
+        }
+        Ok(item)
+    }
+
+    /// A record's item. No `kind`: records are listed by their partition, not through an index,
+    /// so they cost no index writes.
+    fn record_item(
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<Item, StoreError> {
+        check_record_key(collection, id)?;
+        check_record_value(value)?;
+        let mut item = key(record_pk(collection), id);
+        item.insert(attr::RECORD.into(), to_av("record", value)?);
+        if let Some(at) = expires_at {
+            item.insert(attr::EXPIRES_AT.into(), n(ttl_seconds(at)));
+            item.insert(attr::EXPIRES_AT_MS.into(), n(at));
         }
         Ok(item)
     }
@@ -1103,6 +1160,145 @@ impl WorkflowStore for DynamoStore {
             Ok(_) => Ok(true),
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
             Err(e) => Err(sdk_err("UpdateItem(delete workflow)", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl RecordStore for DynamoStore {
+    async fn create_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<bool, StoreError> {
+        let item = Self::record_item(collection, id, value, expires_at)?;
+        // An expired record that TTL has not deleted yet is absent for reads, so it is for
+        // creates too.
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #exp <= :now")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT_MS)
+            .expression_attribute_values(":now", n(record_now()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(false),
+            Err(e) => Err(sdk_err("PutItem(create record)", e)),
+        }
+    }
+
+    async fn put_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<(), StoreError> {
+        let item = Self::record_item(collection, id, value, expires_at)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem(record)", e))?;
+        Ok(())
+    }
+
+    async fn get_record(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        check_record_key(collection, id)?;
+        match self
+            .get_item(record_pk(collection), id, "GetItem(record)")
+            .await?
+        {
+            Some(item) => live_record(&item, record_now(), &format!("record {collection}/{id}")),
+            None => Ok(None),
+        }
+    }
+
+    async fn list_records(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let after = check_record_list(collection, after, limit)?;
+        let mut names = HashMap::from([("#pk".to_string(), attr::PK.to_string())]);
+        let mut values = HashMap::from([(":pk".to_string(), s(record_pk(collection)))]);
+        let mut key_condition = "#pk = :pk".to_string();
+        if let Some(after) = after {
+            key_condition.push_str(" AND #sk > :after");
+            names.insert("#sk".into(), attr::SK.into());
+            values.insert(":after".into(), s(after));
+        }
+        let spec = QuerySpec {
+            index: None,
+            key_condition,
+            filter: None,
+            names,
+            values,
+            forward: true,
+        };
+        let now = record_now();
+        let mut out = Vec::new();
+        let mut start = None;
+        loop {
+            // Expired items still in the table are skipped here rather than with a filter
+            // expression (a filter saves no read capacity), so a page reads what is still
+            // missing and goes on while items were skipped.
+            let page = i32::try_from(limit - out.len())
+                .unwrap_or(QUERY_PAGE)
+                .min(QUERY_PAGE);
+            let (items, next) = self.query_page(&spec, page, start).await?;
+            for item in &items {
+                let id: String = from_attr(item, attr::SK, "record key")?;
+                let what = format!("record {collection}/{id}");
+                if let Some(value) = live_record(item, now, &what)? {
+                    out.push((id, value));
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+            match next {
+                Some(next) => start = Some(next),
+                None => break,
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    async fn delete_record(&self, collection: &str, id: &str) -> Result<bool, StoreError> {
+        check_record_key(collection, id)?;
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(record_pk(collection), id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_err("DeleteItem(record)", e))?;
+        match out.attributes {
+            // Deleting an expired record removes the item, but there was nothing to delete as
+            // far as reads could tell.
+            Some(old) if !old.is_empty() => Ok(!record_expired(
+                record_expiry(&old, &format!("record {collection}/{id}"))?,
+                record_now(),
+            )),
+            _ => Ok(false),
         }
     }
 }

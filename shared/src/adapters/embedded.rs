@@ -4,10 +4,12 @@
 //! redb write transaction; redb runs write transactions one at a time, so "check the version,
 //! then write" inside a transaction is the conditional write DynamoDB does server-side. Values
 //! are JSON. Listing runs scans the runs table and sorts in memory, which is fine for the run
-//! counts of one laptop; due wake-ups and audit entries have ordered keys of their own.
+//! counts of one laptop; due wake-ups and audit entries have ordered keys of their own, and so
+//! do records (by collection and id, plus an expiry table for their lazy deletion).
 //!
 //! redb is synchronous, so each call runs on tokio's blocking pool.
 
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,8 +23,9 @@ use serde::{Deserialize, Serialize};
 use crate::definition::{StoredWorkflow, WorkflowDefinition};
 use crate::model::{AuditEntry, Millis, Run};
 use crate::ports::{
-    CreateOutcome, RunPage, RunQuery, RunStore, SessionRecord, StoreError, WorkflowStore,
-    check_audit, check_put, page_in_memory,
+    CreateOutcome, RecordStore, RunPage, RunQuery, RunStore, SessionRecord, StoreError,
+    WorkflowStore, check_audit, check_put, check_record_key, check_record_list, check_record_value,
+    page_in_memory, record_expired, record_now,
 };
 
 /// Run id → run (JSON).
@@ -40,6 +43,15 @@ const WORKFLOW_VERSIONS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("workflow_versions");
 /// Workflow id → latest version pointer (JSON).
 const WORKFLOW_LATEST: TableDefinition<&str, &[u8]> = TableDefinition::new("workflow_latest");
+/// (collection, id) → record ([`StoredRecord`] JSON); tuple keys order by collection, then id
+/// in byte order, which is the listing order.
+const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+/// (expires_at, collection, id) of records with an expiry, oldest first: lets each record write
+/// delete a few expired records without scanning (the lazy deletion DynamoDB's TTL does).
+const RECORD_EXPIRY: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("record_expiry");
+
+/// Most expired records one record write deletes, so cleanup never makes a write slow.
+const RECORD_PURGE_PER_WRITE: usize = 16;
 
 /// File name of the database inside the data directory.
 pub const DB_FILE: &str = "flowgate.redb";
@@ -48,6 +60,21 @@ pub const DB_FILE: &str = "flowgate.redb";
 struct Latest {
     version: u64,
     deleted: bool,
+}
+
+/// A record as stored: its value and expiry (`V` borrows the value when writing).
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRecord<V> {
+    value: V,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expires_at: Option<Millis>,
+}
+
+/// Just the expiry of a stored record (the value is skipped, not decoded).
+#[derive(Debug, Deserialize)]
+struct StoredExpiry {
+    #[serde(default)]
+    expires_at: Option<Millis>,
 }
 
 /// Run and workflow store in one redb file. Cheap to clone. Writes are group-committed (see
@@ -114,6 +141,8 @@ impl EmbeddedStore {
         txn.open_table(SESSIONS).map_err(db_err)?;
         txn.open_table(WORKFLOW_VERSIONS).map_err(db_err)?;
         txn.open_table(WORKFLOW_LATEST).map_err(db_err)?;
+        txn.open_table(RECORDS).map_err(db_err)?;
+        txn.open_table(RECORD_EXPIRY).map_err(db_err)?;
         txn.commit().map_err(db_err)?;
         tracing::debug!(path = %path.display(), "embedded store opened");
         let db = Arc::new(db);
@@ -211,6 +240,225 @@ fn insert_audit(
         }
     }
     Ok(())
+}
+
+type RecordsTable<'t> = redb::Table<'t, (&'static str, &'static str), &'static [u8]>;
+type RecordExpiryTable<'t> = redb::Table<'t, (i64, &'static str, &'static str), ()>;
+
+/// The expiry of the record stored under (collection, id), `None` inside when it has none;
+/// `None` outside when there is no record.
+fn stored_expiry(
+    records: &RecordsTable<'_>,
+    collection: &str,
+    id: &str,
+) -> Result<Option<Option<Millis>>, StoreError> {
+    match records.get((collection, id)).map_err(db_err)? {
+        Some(bytes) => {
+            let stored: StoredExpiry =
+                decode(|| format!("record {collection}/{id}"), bytes.value())?;
+            Ok(Some(stored.expires_at))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Write (collection, id) → `bytes`, replacing a record that had expiry `old`, and keep the
+/// expiry index in step.
+fn insert_record(
+    records: &mut RecordsTable<'_>,
+    expiry: &mut RecordExpiryTable<'_>,
+    (collection, id): (&str, &str),
+    bytes: &[u8],
+    old: Option<Millis>,
+    new: Option<Millis>,
+) -> Result<(), StoreError> {
+    if let Some(at) = old {
+        expiry.remove((at, collection, id)).map_err(db_err)?;
+    }
+    records.insert((collection, id), bytes).map_err(db_err)?;
+    if let Some(at) = new {
+        expiry.insert((at, collection, id), ()).map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Delete up to [`RECORD_PURGE_PER_WRITE`] records that expired by `now`, oldest first.
+fn purge_expired_records(
+    records: &mut RecordsTable<'_>,
+    expiry: &mut RecordExpiryTable<'_>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let mut due = Vec::new();
+    for row in expiry.iter().map_err(db_err)? {
+        let (key, _) = row.map_err(db_err)?;
+        let (at, collection, id) = key.value();
+        if !record_expired(Some(at), now) || due.len() >= RECORD_PURGE_PER_WRITE {
+            break;
+        }
+        due.push((at, collection.to_string(), id.to_string()));
+    }
+    for (at, collection, id) in due {
+        expiry
+            .remove((at, collection.as_str(), id.as_str()))
+            .map_err(db_err)?;
+        // The index follows every write, but only delete the record it actually describes.
+        if stored_expiry(records, &collection, &id)? == Some(Some(at)) {
+            records
+                .remove((collection.as_str(), id.as_str()))
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+impl EmbeddedStore {
+    /// Store a record, replacing a live one only when `replace` (an expired one always);
+    /// `false` when a live record was kept.
+    async fn write_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+        replace: bool,
+    ) -> Result<bool, StoreError> {
+        check_record_key(collection, id)?;
+        check_record_value(value)?;
+        let bytes = encode("record", &StoredRecord { value, expires_at })?;
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |txn| {
+            let now = record_now();
+            let mut records = txn.open_table(RECORDS).map_err(db_err)?;
+            let mut expiry = txn.open_table(RECORD_EXPIRY).map_err(db_err)?;
+            let old = stored_expiry(&records, &collection, &id)?;
+            if !replace && old.is_some_and(|at| !record_expired(at, now)) {
+                // Dropping the transaction uncommitted writes nothing.
+                return Ok(false);
+            }
+            insert_record(
+                &mut records,
+                &mut expiry,
+                (&collection, &id),
+                &bytes,
+                old.flatten(),
+                expires_at,
+            )?;
+            purge_expired_records(&mut records, &mut expiry, now)?;
+            Ok(true)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl RecordStore for EmbeddedStore {
+    async fn create_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<bool, StoreError> {
+        self.write_record(collection, id, value, expires_at, false)
+            .await
+    }
+
+    async fn put_record(
+        &self,
+        collection: &str,
+        id: &str,
+        value: &serde_json::Value,
+        expires_at: Option<Millis>,
+    ) -> Result<(), StoreError> {
+        self.write_record(collection, id, value, expires_at, true)
+            .await
+            .map(drop)
+    }
+
+    async fn get_record(
+        &self,
+        collection: &str,
+        id: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        check_record_key(collection, id)?;
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            let Some(bytes) = records
+                .get((collection.as_str(), id.as_str()))
+                .map_err(db_err)?
+            else {
+                return Ok(None);
+            };
+            let stored: StoredRecord<serde_json::Value> =
+                decode(|| format!("record {collection}/{id}"), bytes.value())?;
+            Ok((!record_expired(stored.expires_at, record_now())).then_some(stored.value))
+        })
+        .await
+    }
+
+    async fn list_records(
+        &self,
+        collection: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+        let after = check_record_list(collection, after, limit)?.map(str::to_string);
+        let collection = collection.to_string();
+        self.blocking(move |db| {
+            let txn = db.begin_read().map_err(db_err)?;
+            let records = txn.open_table(RECORDS).map_err(db_err)?;
+            let now = record_now();
+            let start = match after.as_deref() {
+                Some(after) => Bound::Excluded((collection.as_str(), after)),
+                None => Bound::Included((collection.as_str(), "")),
+            };
+            let mut out = Vec::new();
+            for row in records
+                .range::<(&str, &str)>((start, Bound::Unbounded))
+                .map_err(db_err)?
+            {
+                let (key, bytes) = row.map_err(db_err)?;
+                let (row_collection, id) = key.value();
+                if row_collection != collection || out.len() >= limit {
+                    break;
+                }
+                let stored: StoredRecord<serde_json::Value> =
+                    decode(|| format!("record {collection}/{id}"), bytes.value())?;
+                if !record_expired(stored.expires_at, now) {
+                    out.push((id.to_string(), stored.value));
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_record(&self, collection: &str, id: &str) -> Result<bool, StoreError> {
+        check_record_key(collection, id)?;
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |txn| {
+            let now = record_now();
+            let mut records = txn.open_table(RECORDS).map_err(db_err)?;
+            let mut expiry = txn.open_table(RECORD_EXPIRY).map_err(db_err)?;
+            let Some(old) = stored_expiry(&records, &collection, &id)? else {
+                return Ok(false);
+            };
+            records
+                .remove((collection.as_str(), id.as_str()))
+                .map_err(db_err)?;
+            if let Some(at) = old {
+                expiry
+                    .remove((at, collection.as_str(), id.as_str()))
+                    .map_err(db_err)?;
+            }
+            purge_expired_records(&mut records, &mut expiry, now)?;
+            // An expired record is removed all the same, but reads already treated it as gone.
+            Ok(!record_expired(old, now))
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -562,5 +810,91 @@ impl WorkflowStore for EmbeddedStore {
             Ok(true)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+
+    fn rows(store: &EmbeddedStore) -> (usize, usize) {
+        let txn = store.db.begin_read().unwrap();
+        let records = txn.open_table(RECORDS).unwrap().len().unwrap();
+        let expiry = txn.open_table(RECORD_EXPIRY).unwrap().len().unwrap();
+        (
+            usize::try_from(records).unwrap(),
+            usize::try_from(expiry).unwrap(),
+        )
+    }
+
+    /// Reads only hide expired records; later record writes delete them, a bounded number per
+    /// write, and replacing or deleting a record keeps the expiry index in step.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn record_writes_delete_expired_records_lazily() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let past = record_now() - 1_000;
+        let future = record_now() + 3_600_000;
+        let value = serde_json::json!({"ok": true});
+        let expired = RECORD_PURGE_PER_WRITE + 4;
+        for i in 0..expired {
+            store
+                .put_record("logs", &format!("old-{i:03}"), &value, Some(past))
+                .await
+                .unwrap();
+        }
+        // A record written already expired goes with the purge of its own write.
+        assert_eq!(rows(&store), (0, 0));
+        // Replacing a record moves its index entry; deleting removes it.
+        store
+            .put_record("subs", "a", &value, Some(future))
+            .await
+            .unwrap();
+        assert_eq!(rows(&store), (1, 1));
+        store
+            .put_record("subs", "a", &value, Some(future + 1))
+            .await
+            .unwrap();
+        assert_eq!(rows(&store), (1, 1));
+        assert!(store.delete_record("subs", "a").await.unwrap());
+        assert_eq!(rows(&store), (0, 0));
+        // Many expiring at once: a write deletes at most RECORD_PURGE_PER_WRITE of them.
+        let txn = store.db.begin_write().unwrap();
+        {
+            let mut records = txn.open_table(RECORDS).unwrap();
+            let mut expiry = txn.open_table(RECORD_EXPIRY).unwrap();
+            for i in 0..expired {
+                let id = format!("old-{i:03}");
+                let bytes = encode(
+                    "record",
+                    &StoredRecord {
+                        value: &value,
+                        expires_at: Some(past),
+                    },
+                )
+                .unwrap();
+                insert_record(
+                    &mut records,
+                    &mut expiry,
+                    ("logs", &id),
+                    &bytes,
+                    None,
+                    Some(past),
+                )
+                .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+        assert!(
+            store
+                .list_records("logs", None, 100)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        store.put_record("subs", "b", &value, None).await.unwrap();
+        assert_eq!(rows(&store), (expired - RECORD_PURGE_PER_WRITE + 1, 4));
     }
 }
