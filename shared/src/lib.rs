@@ -14,5 +14,7 @@ pub mod engine;
 pub mod model;
 pub mod ports;
 pub mod runtime;
+pub mod signing;
+pub mod slack;
 pub mod telemetry;
 pub mod template;
