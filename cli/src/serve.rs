@@ -31,11 +31,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt as _;
-use flowgate_api::Services;
+use flowgate_api::{ApprovalSettings, Services};
 use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::{DEFAULT_VISIBILITY_TIMEOUT, MemQueue};
 use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
+use flowgate_shared::notify::config::NotifyConfig;
 use flowgate_shared::ports::StoreError;
 use flowgate_shared::runtime::{Clock, ExecError, Executor, SystemClock};
 use flowgate_shared::telemetry::{self, LogFormat};
@@ -94,6 +95,32 @@ pub struct ServeArgs {
     #[arg(long, env = "FLOWGATE_LOG_FORMAT", default_value = "text",
           value_parser = ["text", "json"])]
     pub log_format: String,
+    /// Slack bot token: run threads and approval messages go to Slack (log only without it).
+    #[arg(long, env = "FLOWGATE_SLACK_BOT_TOKEN", hide_env_values = true)]
+    pub slack_bot_token: Option<String>,
+    /// The Slack app's signing secret, to accept button clicks on /slack/interactions.
+    #[arg(long, env = "FLOWGATE_SLACK_SIGNING_SECRET", hide_env_values = true)]
+    pub slack_signing_secret: Option<String>,
+    /// Channel for run threads when a workflow names none.
+    #[arg(long, env = "FLOWGATE_SLACK_CHANNEL")]
+    pub slack_channel: Option<String>,
+    /// Slack Web API root (tests point it at a local server).
+    #[arg(long, env = "FLOWGATE_SLACK_API_URL", hide = true)]
+    pub slack_api_url: Option<String>,
+    /// Public URL of this server, for links in Slack messages and approval links
+    /// (default: http://<addr>).
+    #[arg(long, env = "FLOWGATE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Key (32+ characters) signing one-time approval links; no links without it.
+    #[arg(long, env = "FLOWGATE_APPROVAL_LINK_KEY", hide_env_values = true)]
+    pub approval_link_key: Option<String>,
+    /// Standard Webhooks secrets (`whsec_…`) accepted on signed approval decisions.
+    #[arg(
+        long,
+        env = "FLOWGATE_APPROVAL_WEBHOOK_SECRETS",
+        hide_env_values = true
+    )]
+    pub approval_webhook_secrets: Option<String>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -110,6 +137,14 @@ impl fmt::Debug for ServeArgs {
             .field("sweep_interval", &self.sweep_interval)
             .field("simulator_run_duration", &self.simulator_run_duration)
             .field("log_format", &self.log_format)
+            .field("slack_bot_token", &redacted(&self.slack_bot_token))
+            .field(
+                "slack_signing_secret",
+                &redacted(&self.slack_signing_secret),
+            )
+            .field("slack_channel", &self.slack_channel)
+            .field("public_url", &self.public_url)
+            .field("approval_link_key", &redacted(&self.approval_link_key))
             .finish()
     }
 }
@@ -129,7 +164,41 @@ impl ServeArgs {
             sweep_interval: Duration::from_secs(60),
             simulator_run_duration: Duration::from_secs(20),
             log_format: "text".to_string(),
+            slack_bot_token: None,
+            slack_signing_secret: None,
+            slack_channel: None,
+            slack_api_url: None,
+            public_url: None,
+            approval_link_key: None,
+            approval_webhook_secrets: None,
         }
+    }
+
+    /// The notifier's settings from these flags.
+    fn notify_config(&self, addr: SocketAddr) -> NotifyConfig {
+        NotifyConfig {
+            slack_token: self.slack_bot_token.clone(),
+            slack_channel: self.slack_channel.clone(),
+            slack_api_url: self.slack_api_url.clone(),
+            public_url: Some(
+                self.public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}")),
+            ),
+            link_key: self.approval_link_key.clone(),
+        }
+    }
+
+    /// The approval routes' verification settings from these flags.
+    fn approval_settings(&self) -> Result<ApprovalSettings, ServeError> {
+        let secrets = self.approval_webhook_secrets.clone();
+        let signing = self.slack_signing_secret.clone();
+        ApprovalSettings::from_lookup(|name| match name {
+            flowgate_api::approvals::ENV_SLACK_SIGNING_SECRET => signing.clone(),
+            flowgate_api::approvals::ENV_APPROVAL_WEBHOOK_SECRETS => secrets.clone(),
+            other => std::env::var(other).ok(),
+        })
+        .map_err(ServeError::Config)
     }
 }
 
@@ -147,6 +216,8 @@ pub enum ServeError {
     Store(#[from] StoreError),
     #[error("API keys: {0}")]
     Keys(String),
+    #[error("{0}")]
+    Config(String),
     #[error(
         "--agent-url is set but --agent-api-key (FLOWGATE_AGENT_API_KEY) is not; give the agent \
          service's key, or drop --agent-url to use the built-in simulator"
@@ -342,13 +413,22 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
     let agent = Arc::new(agent);
     let queue = Arc::new(MemQueue::new(DEFAULT_VISIBILITY_TIMEOUT));
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let executor = Arc::new(Executor::new(
-        store.clone(),
-        store.clone(),
-        queue.clone(),
-        agent.clone(),
-        clock.clone(),
-    )?);
+    let notifier = Arc::new(
+        args.notify_config(addr)
+            .build(store.clone())
+            .map_err(|e| ServeError::Config(e.to_string()))?,
+    );
+    let approvals = Arc::new(args.approval_settings()?);
+    let executor = Arc::new(
+        Executor::new(
+            store.clone(),
+            store.clone(),
+            queue.clone(),
+            agent.clone(),
+            clock.clone(),
+        )?
+        .with_notifier(notifier.clone()),
+    );
 
     let (stop, stopped) = watch::channel(false);
     let workers = (0..args.workers)
@@ -387,6 +467,8 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         agent,
         clock,
         keys: Arc::new(keys.keys.clone()),
+        notifier,
+        approvals,
     };
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers should leave at once, not wait for Nagle.

@@ -38,6 +38,9 @@ fn twenty_step_dag() -> WorkflowDefinition {
                     expires_in: Some(DurationSpec::from_secs(3_600)),
                     on_expiry: Default::default(),
                     escalate_to: vec![],
+                    escalate_after: None,
+                    remind_every: None,
+                    retry_step: None,
                     slack_channel: None,
                 })
             } else {
@@ -137,6 +140,7 @@ fn script(def: &WorkflowDefinition, initial: &Run) -> Vec<(Event, Millis)> {
                     by: "alice".into(),
                     decision: ApprovalDecision::Approve,
                     comment: None,
+                    groups: vec![],
                 }),
                 _ => {}
             }

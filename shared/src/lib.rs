@@ -12,6 +12,7 @@ pub mod definition;
 pub mod duration;
 pub mod engine;
 pub mod model;
+pub mod notify;
 pub mod ports;
 pub mod runtime;
 pub mod signing;

@@ -14,11 +14,11 @@ use serde_json::{Map, Value};
 pub type Millis = i64;
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -136,6 +136,10 @@ string_enum!(
         Rejected => "rejected",
         Expired => "expired",
         Cancelled => "cancelled",
+        /// Someone asked for the agent step before it to run again with their feedback.
+        Retried => "retried",
+        /// Someone chose to skip the gate (and the steps that need it).
+        Skipped => "skipped",
     }
 );
 
@@ -143,9 +147,34 @@ string_enum!(
     /// A decision a person can make on an approval.
     ApprovalDecision {
         Approve => "approve",
+        /// Fail the step (and so the run, unless the step may fail), with a reason.
         Reject => "reject",
+        /// Run the agent step before the gate again with the feedback added to its message,
+        /// in the same agent conversation; the gate is asked again afterwards.
+        Retry => "retry",
+        /// Skip the gate and the steps that depend on it; the run carries on.
+        Skip => "skip",
+        /// Cancel the whole run.
+        Cancel => "cancel",
     }
 );
+
+string_enum!(
+    /// What an approval gate is for.
+    ApprovalKind {
+        /// An `approval` step of the workflow.
+        Step => "step",
+        /// A budget with `on_exceed: ask` was crossed: "continue past the budget?".
+        Budget => "budget",
+    }
+);
+
+#[allow(clippy::derivable_impls)] // the enum is declared by a macro
+impl Default for ApprovalKind {
+    fn default() -> Self {
+        ApprovalKind::Step
+    }
+}
 
 string_enum!(
     /// Progress of a step's compensation.
@@ -238,6 +267,13 @@ pub struct Run {
     /// request); a step's own lower `max_turns` still applies.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_turns: Option<u32>,
+    /// Open (or last) "continue past the budget?" question; while it is pending no step starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_gate: Option<BudgetGate>,
+    /// Times someone allowed the run to continue past its budget (each grants one more
+    /// budget's worth).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub budget_grants: u32,
 }
 
 impl Run {
@@ -282,7 +318,27 @@ impl Run {
             session_name: None,
             resume_session_id: None,
             max_turns: None,
+            budget_gate: None,
+            budget_grants: 0,
         }
+    }
+
+    /// Every approval gate of the run with the step it belongs to (`None`: the run's budget
+    /// gate), open or closed.
+    pub fn approvals(&self) -> impl Iterator<Item = (Option<&str>, &ApprovalState)> {
+        self.steps
+            .iter()
+            .filter_map(|(id, s)| s.approval.as_ref().map(|a| (Some(id.as_str()), a)))
+            .chain(
+                self.budget_gate
+                    .as_ref()
+                    .map(|g| (g.step.as_deref(), &g.approval)),
+            )
+    }
+
+    /// The approval with this id, and the step it belongs to.
+    pub fn approval(&self, approval_id: &str) -> Option<(Option<&str>, &ApprovalState)> {
+        self.approvals().find(|(_, a)| a.id == approval_id)
     }
 
     pub fn step(&self, id: &str) -> Option<&StepState> {
@@ -367,6 +423,12 @@ pub struct StepState {
     pub approval: Option<ApprovalState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compensation: Option<CompensationState>,
+    /// Feedback the next attempt of this agent step carries (retry with feedback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<StepFeedback>,
+    /// Times someone allowed this step to continue past its budget.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub budget_grants: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -437,6 +499,56 @@ pub struct ApprovalState {
     pub decisions: Vec<DecisionRecord>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub escalated: bool,
+    #[serde(default, skip_serializing_if = "is_step_kind")]
+    pub kind: ApprovalKind,
+    /// When the next reminder goes out (`remind_every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_at: Option<Millis>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub reminders: u32,
+    /// When the approval escalates to `escalate_to` (`escalate_after`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_at: Option<Millis>,
+}
+
+fn is_step_kind(kind: &ApprovalKind) -> bool {
+    *kind == ApprovalKind::Step
+}
+
+impl ApprovalState {
+    /// Whether `by` may decide: listed directly (`U123` also matches `slack:U123`), or a member
+    /// of a listed group the caller resolved (`groups`), or anyone when no approvers are listed.
+    pub fn allows(&self, by: &str, groups: &[String]) -> bool {
+        self.approvers.is_empty()
+            || self.approvers.iter().any(|a| {
+                a == by
+                    || by.strip_prefix("slack:") == Some(a.as_str())
+                    || groups.iter().any(|g| g == a)
+            })
+    }
+}
+
+/// Feedback from a "retry with feedback" decision, for the agent step it re-runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepFeedback {
+    pub by: String,
+    pub text: String,
+    /// The agent conversation of the attempt being redone (continued by the next attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+}
+
+/// A budget with `on_exceed: ask` was crossed and the run is paused until someone decides.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BudgetGate {
+    pub approval: ApprovalState,
+    /// The step whose budget was crossed; `None` for the run's budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Agent steps stopped when the gate opened; they continue (same conversation) if approved.
+    #[serde(default)]
+    pub paused: Vec<String>,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -761,6 +761,30 @@ pub enum WorkMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         at: Option<crate::model::Millis>,
     },
+    /// Perform effects of a decision already written by a caller that could not wait for them
+    /// (an approval click must be answered within Slack's 3 s). Effects are safe to repeat.
+    Perform {
+        run_id: String,
+        effects: Vec<crate::engine::Effect>,
+    },
+    /// Send something to people or other systems (Slack, outbound webhooks). Kept off the
+    /// run's path: a slow or failing receiver is retried here with backoff and never holds up
+    /// the run.
+    Deliver {
+        run_id: String,
+        delivery: crate::notify::Delivery,
+        /// 1 on the first try; retries re-send the message with the next number.
+        #[serde(default = "first_try")]
+        attempt: u32,
+        /// Not before this time (a backoff longer than the queue's 15-minute delay is re-sent
+        /// until it passes).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        not_before: Option<crate::model::Millis>,
+    },
+}
+
+fn first_try() -> u32 {
+    1
 }
 
 impl WorkMessage {
@@ -768,7 +792,9 @@ impl WorkMessage {
         match self {
             WorkMessage::Event { run_id, .. }
             | WorkMessage::Poll { run_id, .. }
-            | WorkMessage::Wake { run_id, .. } => run_id,
+            | WorkMessage::Wake { run_id, .. }
+            | WorkMessage::Perform { run_id, .. }
+            | WorkMessage::Deliver { run_id, .. } => run_id,
         }
     }
 }

@@ -69,6 +69,9 @@ fn random_definition(rng: &mut Rng) -> WorkflowDefinition {
                 expires_in: rng.chance(30).then(|| DurationSpec::from_secs(600)),
                 on_expiry: Default::default(),
                 escalate_to: vec![],
+                escalate_after: None,
+                remind_every: None,
+                retry_step: None,
                 slack_channel: None,
             }),
             7 | 8 => StepAction::Http(HttpAction {
@@ -388,6 +391,7 @@ impl World {
                 by: who.into(),
                 decision,
                 comment: None,
+                groups: vec![],
             };
             self.post(e.clone());
             if self.rng.chance(30) {

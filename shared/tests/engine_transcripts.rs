@@ -389,6 +389,7 @@ fn approval_authorisation_and_duplicates() {
         by: "U2".into(),
         decision: ApprovalDecision::Approve,
         comment: None,
+        groups: vec![],
     });
     assert!(matches!(err, Err(Rejection::UnknownApproval(_))));
 }

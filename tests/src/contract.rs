@@ -238,6 +238,10 @@ pub fn full_run(id: &str, workflow_id: &str, created_at: Millis) -> Run {
             at: created_at + 8_500,
         }],
         escalated: false,
+        kind: Default::default(),
+        remind_at: Some(created_at + 3_600_000),
+        reminders: 1,
+        escalate_at: None,
     });
     run
 }
@@ -1790,6 +1794,7 @@ pub mod queue {
                 by: "slack:U123".into(),
                 decision: ApprovalDecision::Approve,
                 comment: Some("ship it ✅".into()),
+                groups: vec!["S0APPROVERS".into()],
             },
         };
         queue.send(&message, Duration::ZERO).await.expect("send");

@@ -66,6 +66,52 @@ impl<S: Send + Sync> FromRequest<S> for DefinitionBody {
     }
 }
 
+/// The exact bytes of a body and the request's headers, for handlers that verify a signature
+/// over the raw body before parsing it (Slack, Standard Webhooks). Size limit as for JSON.
+#[derive(Debug)]
+pub struct RawBody {
+    pub headers: HeaderMap,
+    pub bytes: Bytes,
+}
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (headers, bytes) = read(req, state).await?;
+        Ok(RawBody { headers, bytes })
+    }
+}
+
+impl RawBody {
+    /// The body as JSON, with [`JsonBody`]'s rules (empty reads as `{}`, 415, 400, 422).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ApiError> {
+        if self.bytes.is_empty() {
+            return parse_json(b"{}");
+        }
+        match media_type(&self.headers).as_deref() {
+            Some("application/json") => {}
+            Some(other) => return Err(unsupported(other, "application/json")),
+            None => return Err(unsupported("(none)", "application/json")),
+        }
+        parse_json(&self.bytes)
+    }
+
+    /// The media type without parameters, lower-cased.
+    pub fn media_type(&self) -> Option<String> {
+        media_type(&self.headers)
+    }
+
+    /// Every header as a (name, value) pair, for the signature verifiers (values that are not
+    /// text are skipped, so a verifier sees them as missing).
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
+            .collect()
+    }
+}
+
 async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), ApiError> {
     let headers = req.headers().clone();
     let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use flowgate_poller::{ConfigError, PollerConfig, aws_ports};
 use flowgate_shared::runtime::SystemClock;
 
-use crate::Services;
 use crate::auth::{ApiKeys, KeyConfigError};
+use crate::{ApprovalSettings, Services};
 
 /// `name=sha256hex,...`: the API keys the function accepts (see [`ApiKeys::from_hashes`]).
 pub const ENV_API_KEY_HASHES: &str = "FLOWGATE_API_KEY_HASHES";
@@ -19,6 +19,8 @@ pub enum ApiConfigError {
     Ports(#[from] ConfigError),
     #[error("{ENV_API_KEY_HASHES}: {0}")]
     Keys(#[from] KeyConfigError),
+    #[error("{0}")]
+    Approvals(String),
     #[error(
         "{ENV_API_KEY_HASHES} is empty: every request would be refused; configure at least \
          one key hash (the SAM template reads them from SSM)"
@@ -34,6 +36,7 @@ pub async fn services_from_env() -> Result<Services, ApiConfigError> {
     if keys.is_empty() {
         return Err(ApiConfigError::NoKeys);
     }
+    let approvals = ApprovalSettings::from_env().map_err(ApiConfigError::Approvals)?;
     let ports = aws_ports(&config).await?;
     let executor = Arc::new(ports.executor()?);
     Ok(Services {
@@ -44,5 +47,7 @@ pub async fn services_from_env() -> Result<Services, ApiConfigError> {
         agent: ports.agent,
         clock: Arc::new(SystemClock),
         keys: Arc::new(keys),
+        notifier: ports.notifier,
+        approvals: Arc::new(approvals),
     })
 }

@@ -75,7 +75,7 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
-    fn internal(message: impl Into<String>) -> Self {
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 }
@@ -152,8 +152,17 @@ impl From<Rejection> for ApiError {
                 ApiError::unprocessable("unknown_step", message).with_field("step")
             }
             Rejection::UnknownApproval(_) => ApiError::not_found("approval_not_found", message),
-            Rejection::NotAnApprover { .. } | Rejection::SelfApproval { .. } => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            Rejection::NotAnApprover { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "not_an_approver", message)
+            }
+            Rejection::SelfApproval { .. } => {
+                ApiError::new(StatusCode::FORBIDDEN, "self_approval", message)
+            }
+            Rejection::CommentRequired { .. } => {
+                ApiError::unprocessable("comment_required", message).with_field("comment")
+            }
+            Rejection::DecisionNotOffered { .. } => {
+                ApiError::unprocessable("decision_not_offered", message).with_field("decision")
             }
             Rejection::RunNotActive { .. }
             | Rejection::StepNotRunning { .. }
@@ -176,6 +185,24 @@ impl From<ExecError> for ApiError {
                 warn!(error = %e, "command failed");
                 ApiError::internal(e.to_string())
             }
+        }
+    }
+}
+
+impl From<flowgate_shared::notify::webhooks::WebhookError> for ApiError {
+    fn from(e: flowgate_shared::notify::webhooks::WebhookError) -> Self {
+        use flowgate_shared::notify::webhooks::WebhookError;
+        let field = e.field();
+        let error = match e {
+            WebhookError::Store(e) => return e.into(),
+            WebhookError::UnknownEvent { .. } => {
+                ApiError::unprocessable("unknown_event", e.to_string())
+            }
+            e => ApiError::unprocessable("invalid_request", e.to_string()),
+        };
+        match field {
+            Some(f) => error.with_field(f),
+            None => error,
         }
     }
 }

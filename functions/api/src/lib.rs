@@ -16,12 +16,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use flowgate_shared::agent::AgentClient;
 use flowgate_shared::api::MAX_BODY_BYTES;
+use flowgate_shared::notify::Notifier;
 use flowgate_shared::ports::{RunStore, WorkQueue, WorkflowStore};
 use flowgate_shared::runtime::{Clock, Executor};
 use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod approvals;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -29,6 +31,7 @@ pub mod error;
 mod routes;
 mod views;
 
+pub use approvals::ApprovalSettings;
 pub use auth::{ApiKeys, hash_key};
 pub use error::ApiError;
 
@@ -44,6 +47,10 @@ pub struct Services {
     pub agent: Arc<AgentClient>,
     pub clock: Arc<dyn Clock>,
     pub keys: Arc<ApiKeys>,
+    /// Slack and outbound webhooks (subscriptions live in its record store).
+    pub notifier: Arc<Notifier>,
+    /// How approval decisions from Slack, signed webhooks and links are verified.
+    pub approvals: Arc<ApprovalSettings>,
 }
 
 impl std::fmt::Debug for Services {
@@ -103,8 +110,19 @@ pub fn openapi() -> &'static OpenApi {
 /// The API as one axum router: every route (each handler authenticates through its
 /// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit.
 pub fn app(services: Services) -> Router {
-    parts()
-        .0
+    finish(parts().0, services)
+}
+
+/// The approvals function's router: Slack interactivity, approval decisions (API key or
+/// Standard Webhooks signature), one-time approval links, and `GET /v1/approvals`, with the
+/// same error answers and body limit as [`app`].
+pub fn approvals_app(services: Services) -> Router {
+    let (router, _) = routes::approval_router().split_for_parts();
+    finish(router, services)
+}
+
+fn finish(router: Router<Services>, services: Services) -> Router {
+    router
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -62,10 +62,10 @@ pub fn run_detail(run: &Run, def: Option<&WorkflowDefinition>) -> RunDetail {
             })
             .collect(),
     };
-    let open_approvals = steps
-        .iter()
-        .filter_map(|s| s.approval.clone())
-        .filter(|a| a.status == ApprovalStatus::Pending)
+    let open_approvals = run
+        .approvals()
+        .filter(|(_, a)| a.status == ApprovalStatus::Pending)
+        .map(|(step, a)| approval_view(run, step.unwrap_or_default(), a))
         .collect();
     RunDetail {
         summary: run_summary(run),
@@ -125,6 +125,7 @@ pub fn approval_view(run: &Run, step: &str, a: &ApprovalState) -> ApprovalView {
         id: a.id.clone(),
         run_id: run.id.clone(),
         step: step.to_string(),
+        kind: a.kind,
         status: a.status,
         message: a.message.clone(),
         approvers: a.approvers.clone(),

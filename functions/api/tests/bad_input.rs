@@ -36,6 +36,8 @@ struct Fixture {
     cursor: String,
     /// A `next_cursor` of `GET /v1/runs?limit=1&sort=cost` (another query).
     cost_cursor: String,
+    /// A webhook subscription (to example.com; nothing is delivered in these tests).
+    webhook: String,
 }
 
 async fn start(api: &TestApi, body: Value) -> String {
@@ -92,6 +94,15 @@ async fn fixture() -> Fixture {
         .as_str()
         .expect("cursor")
         .to_string();
+    let created = api
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"url": "https://example.com/hooks", "events": ["run.completed"]})),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+    let webhook = created.body["id"].as_str().expect("id").to_string();
     Fixture {
         api,
         done,
@@ -99,6 +110,7 @@ async fn fixture() -> Fixture {
         live,
         cursor,
         cost_cursor,
+        webhook,
     }
 }
 
@@ -315,11 +327,46 @@ fn valid_requests(fx: &Fixture) -> Vec<Case> {
             format!("/v1/sessions/{SESSION}"),
             "read",
         ),
+        on("GET /v1/approvals", "/v1/approvals", "list"),
+        on(
+            "POST /v1/approvals/{id}/decision",
+            format!("/v1/approvals/{live}.architect.1/decision"),
+            "decide",
+        )
+        .json(json!({"decision": "approve"})),
+        on("POST /v1/webhooks", "/v1/webhooks", "subscribe")
+            .json(json!({"url": "https://example.com/other", "events": ["*"]})),
+        on("GET /v1/webhooks", "/v1/webhooks", "list"),
+        on(
+            "GET /v1/webhooks/{id}",
+            format!("/v1/webhooks/{}", fx.webhook),
+            "read",
+        ),
+        on(
+            "DELETE /v1/webhooks/{id}",
+            format!("/v1/webhooks/{}", fx.webhook),
+            "delete",
+        ),
+        on(
+            "GET /v1/webhooks/{id}/deliveries",
+            format!("/v1/webhooks/{}/deliveries", fx.webhook),
+            "delivery log",
+        ),
     ]
 }
 
 /// Operations that need no key.
-const PUBLIC: [&str; 2] = ["GET /healthz", "GET /openapi.json"];
+/// Operations the API has (a new route fails the coverage check until it has rows).
+const ROUTE_COUNT: usize = 28;
+
+const PUBLIC: [&str; 5] = [
+    "GET /healthz",
+    "GET /openapi.json",
+    // Authenticated by Slack's signature and by the signed token (see tests/approvals.rs).
+    "POST /slack/interactions",
+    "GET /approvals/link/{token}",
+    "POST /approvals/link/{token}",
+];
 
 #[rustfmt::skip]
 fn table(fx: &Fixture) -> Vec<Case> {
@@ -352,7 +399,9 @@ fn table(fx: &Fixture) -> Vec<Case> {
         off("GET", "/v1/runs/", "trailing slash").expect(404, "route_not_found"),
         off("GET", format!("/v1/runs/{done}/steps"), "unknown sub-resource").expect(404, "route_not_found"),
         off("GET", "/v1/workflows/two-steps/versions", "unknown sub-resource").expect(404, "route_not_found"),
-        off("POST", "/v1/approvals", "unknown collection, JSON body").json(json!({"decision": "approve"})).expect(404, "route_not_found"),
+        off("POST", "/v1/approvals", "POST the approvals list").json(json!({"decision": "approve"})).expect(405, "method_not_allowed"),
+        off("GET", "/slack/interactions", "GET Slack interactivity").expect(405, "method_not_allowed"),
+        off("PUT", "/approvals/link/{token}", "PUT a link").expect(405, "method_not_allowed"),
         off("GET", "/v1/nothing", "unknown route without a key").no_key().expect(404, "route_not_found"),
         off("POST", "/healthz", "POST health").expect(405, "method_not_allowed"),
         off("DELETE", "/openapi.json", "DELETE the document").expect(405, "method_not_allowed"),
@@ -598,6 +647,70 @@ fn table(fx: &Fixture) -> Vec<Case> {
         on("GET /v1/sessions/{name}", "/v1/sessions/%FF", "session name not UTF-8").expect(400, "invalid_path"),
     ]);
 
+    // Approvals.
+    let approvals = "GET /v1/approvals";
+    let decide = "POST /v1/approvals/{id}/decision";
+    let open = format!("/v1/approvals/{live}.architect.1/decision");
+    rows.extend([
+        on(approvals, "/v1/approvals?status=maybe", "unknown status").expect(422, "invalid_status").field("status"),
+        on(approvals, "/v1/approvals?limit=0", "limit 0").expect(422, "invalid_limit").field("limit"),
+        on(approvals, "/v1/approvals?limit=101", "limit 101").expect(422, "invalid_limit").field("limit"),
+        on(approvals, "/v1/approvals?limit=x", "limit not a number").expect(400, "invalid_query"),
+        on(approvals, "/v1/approvals?color=red", "unknown parameter").expect(400, "invalid_query"),
+        on(decide, open.clone(), "no decision").json(json!({})).expect(422, "invalid_request").field("decision"),
+        on(decide, open.clone(), "unknown decision").json(json!({"decision": "maybe"})).expect(422, "invalid_request").field("decision"),
+        on(decide, open.clone(), "decision not a string").json(json!({"decision": 1})).expect(422, "invalid_request").field("decision"),
+        on(decide, open.clone(), "unknown field").json(json!({"decision": "approve", "by": "me"})).expect(422, "invalid_request"),
+        on(decide, open.clone(), "malformed JSON").body("application/json", "{").expect(400, "invalid_json"),
+        on(decide, open.clone(), "form body").body("application/x-www-form-urlencoded", "decision=approve").expect(415, "unsupported_media_type"),
+        on(decide, open.clone(), "comment too long").json(json!({"decision": "reject", "comment": "x".repeat(3001)})).expect(422, "comment_too_long").field("comment"),
+        on(decide, format!("/v1/approvals/{live}.nope.1/decision"), "unknown approval of a live run").json(json!({"decision": "approve"})).expect(404, "approval_not_found"),
+        on(decide, "/v1/approvals/no-such-run.review.1/decision", "unknown run").json(json!({"decision": "approve"})).expect(404, "approval_not_found"),
+        on(decide, "/v1/approvals/nodots/decision", "malformed id").json(json!({"decision": "approve"})).expect(404, "approval_not_found"),
+        on(decide, open.clone(), "bad signature and no key").no_key().header("webhook-id", "msg_1").header("webhook-timestamp", "1").header("webhook-signature", "v1,AAAA").json(json!({"decision": "approve"})).expect(401, "unauthorized"),
+        on("POST /slack/interactions", "/slack/interactions", "Slack not configured").no_key().body("application/x-www-form-urlencoded", "payload=%7B%7D").expect(503, "slack_not_configured"),
+    ]);
+
+    // Webhooks.
+    let wh = fx.webhook.as_str();
+    let unknown_wh = "wh_00000000000000000000000000000000";
+    let c = |what: &str| on("POST /v1/webhooks", "/v1/webhooks", what);
+    let hook = "https://example.com/hooks";
+    let all = json!(["*"]);
+    rows.extend([
+        c("malformed JSON").body("application/json", r#"{"url": "#).expect(400, "invalid_json"),
+        c("text/plain").body("text/plain", r#"{"url": "https://example.com/hooks", "events": ["*"]}"#).expect(415, "unsupported_media_type"),
+        c("no content type").untyped(r#"{"url": "https://example.com/hooks", "events": ["*"]}"#).expect(415, "unsupported_media_type"),
+        c("one byte over the limit").body("application/json", too_big_json()).expect(413, "body_too_large"),
+        c("empty body: url is missing").expect(422, "invalid_request").field("url"),
+        c("url is missing").json(json!({"events": all})).expect(422, "invalid_request").field("url"),
+        c("url is a number").json(json!({"url": 5, "events": all})).expect(422, "invalid_request").field("url"),
+        c("not a URL").json(json!({"url": "not a url", "events": all})).expect(422, "invalid_request").field("url"),
+        c("relative URL").json(json!({"url": "/hooks", "events": all})).expect(422, "invalid_request").field("url"),
+        c("ftp URL").json(json!({"url": "ftp://example.com/hooks", "events": all})).expect(422, "invalid_request").field("url"),
+        c("events is missing").json(json!({"url": hook})).expect(422, "invalid_request").field("events"),
+        c("empty events").json(json!({"url": hook, "events": []})).expect(422, "invalid_request").field("events"),
+        c("events is a string").json(json!({"url": hook, "events": "run.started"})).expect(422, "invalid_request").field("events"),
+        c("unknown event").json(json!({"url": hook, "events": ["run.started", "run.exploded"]})).expect(422, "unknown_event").field("events[1]"),
+        c("secret without whsec_").json(json!({"url": hook, "events": all, "secret": "hunter2"})).expect(422, "invalid_request").field("secret"),
+        c("secret key too short").json(json!({"url": hook, "events": all, "secret": "whsec_c2hvcnQ="})).expect(422, "invalid_request").field("secret"),
+        c("unknown field").json(json!({"url": hook, "events": all, "filter": "x"})).expect(422, "invalid_request").field("filter"),
+        on("GET /v1/webhooks/{id}", format!("/v1/webhooks/{unknown_wh}"), "unknown webhook").expect(404, "webhook_not_found"),
+        on("GET /v1/webhooks/{id}", "/v1/webhooks/not-an-id", "not a webhook id").expect(404, "webhook_not_found"),
+        on("GET /v1/webhooks/{id}", "/v1/webhooks/%FF", "id not UTF-8").expect(400, "invalid_path"),
+        on("DELETE /v1/webhooks/{id}", format!("/v1/webhooks/{unknown_wh}"), "unknown webhook").expect(404, "webhook_not_found"),
+        on("DELETE /v1/webhooks/{id}", "/v1/webhooks/%FF", "id not UTF-8").expect(400, "invalid_path"),
+        on("GET /v1/webhooks/{id}/deliveries", format!("/v1/webhooks/{unknown_wh}/deliveries"), "unknown webhook").expect(404, "webhook_not_found"),
+        on("GET /v1/webhooks/{id}/deliveries", format!("/v1/webhooks/{wh}/deliveries?limit=0"), "limit 0").expect(400, "invalid_query").field("limit"),
+        on("GET /v1/webhooks/{id}/deliveries", format!("/v1/webhooks/{wh}/deliveries?limit=101"), "limit over the maximum").expect(400, "invalid_query").field("limit"),
+        on("GET /v1/webhooks/{id}/deliveries", format!("/v1/webhooks/{wh}/deliveries?limit=ten"), "limit not a number").expect(400, "invalid_query"),
+        on("GET /v1/webhooks/{id}/deliveries", format!("/v1/webhooks/{wh}/deliveries?since=1"), "unknown parameter").expect(400, "invalid_query"),
+        off("DELETE", "/v1/webhooks", "DELETE every webhook").expect(405, "method_not_allowed"),
+        off("PUT", format!("/v1/webhooks/{wh}"), "PUT a webhook").json(json!({"url": hook, "events": all})).expect(405, "method_not_allowed"),
+        off("PATCH", format!("/v1/webhooks/{wh}"), "PATCH a webhook").json(json!({"enabled": true})).expect(405, "method_not_allowed"),
+        off("POST", format!("/v1/webhooks/{wh}/deliveries"), "POST a delivery").json(json!({})).expect(405, "method_not_allowed"),
+    ]);
+
     rows
 }
 
@@ -763,7 +876,7 @@ async fn every_route_refuses_bad_input_with_one_error_shape_and_writes_nothing()
     // The table covers every route, and every protected route without a key and with a
     // wrong one (a new route fails this until it has rows).
     let ops = operations();
-    assert_eq!(ops.len(), 18, "{ops:#?}");
+    assert_eq!(ops.len(), ROUTE_COUNT, "{ops:#?}");
     let covered: BTreeSet<String> = rows.iter().filter_map(|c| c.op.map(String::from)).collect();
     let unknown: Vec<_> = covered.difference(&ops).collect();
     assert!(
@@ -789,7 +902,10 @@ async fn every_route_refuses_bad_input_with_one_error_shape_and_writes_nothing()
                 .iter()
                 .filter(|c| c.op == Some(op.as_str()) && c.status != StatusCode::UNAUTHORIZED)
                 .count();
-            if !op.ends_with("/v1/workflows") && !op.ends_with("/agent-workflows") {
+            if !op.ends_with("/v1/workflows")
+                && !op.ends_with("/agent-workflows")
+                && op != "GET /v1/webhooks"
+            {
                 assert!(
                     others > 0,
                     "{op} has no bad-input rows besides authentication"

@@ -33,6 +33,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/agent-workflows"),
     ("get", "/v1/sessions"),
     ("get", "/v1/sessions/{name}"),
+    ("post", "/v1/webhooks"),
+    ("get", "/v1/webhooks"),
+    ("get", "/v1/webhooks/{id}"),
+    ("delete", "/v1/webhooks/{id}"),
+    ("get", "/v1/webhooks/{id}/deliveries"),
+    ("get", "/v1/approvals"),
+    ("post", "/v1/approvals/{id}/decision"),
+    ("get", "/approvals/link/{token}"),
+    ("post", "/approvals/link/{token}"),
+    ("post", "/slack/interactions"),
 ];
 
 const METHODS: &[&str] = &["get", "post", "put", "delete", "patch"];

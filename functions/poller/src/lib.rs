@@ -15,6 +15,8 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use flowgate_shared::adapters::dynamodb::DynamoStore;
 use flowgate_shared::adapters::sqs::{SqsQueue, decode_body};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
+use flowgate_shared::notify::Notifier;
+use flowgate_shared::notify::config::{NotifyConfig, NotifyConfigError};
 use flowgate_shared::runtime::{ExecError, Executor, SystemClock, message_step};
 use futures::StreamExt;
 use tracing::{Instrument, error, field, info_span, warn};
@@ -42,6 +44,8 @@ pub struct PollerConfig {
     /// Root URL of the agent service.
     pub agent_url: String,
     pub agent_api_key: String,
+    /// Slack, links, public URL (all optional).
+    pub notify: NotifyConfig,
 }
 
 impl fmt::Debug for PollerConfig {
@@ -51,6 +55,7 @@ impl fmt::Debug for PollerConfig {
             .field("queue_url", &self.queue_url)
             .field("agent_url", &self.agent_url)
             .field("agent_api_key", &"<redacted>")
+            .field("notify", &self.notify)
             .finish()
     }
 }
@@ -68,6 +73,8 @@ pub enum ConfigError {
     Agent(#[from] AgentError),
     #[error("{0}")]
     Executor(#[from] ExecError),
+    #[error("{0}")]
+    Notify(#[from] NotifyConfigError),
 }
 
 impl PollerConfig {
@@ -92,6 +99,7 @@ impl PollerConfig {
             queue_url: read(ENV_QUEUE_URL),
             agent_url: read(ENV_AGENT_URL),
             agent_api_key: read(ENV_AGENT_API_KEY),
+            notify: NotifyConfig::from_lookup(&get),
         };
         if missing.is_empty() {
             Ok(config)
@@ -108,6 +116,8 @@ pub struct AwsPorts {
     pub store: Arc<DynamoStore>,
     pub queue: Arc<SqsQueue>,
     pub agent: Arc<AgentClient>,
+    /// Slack and outbound webhooks over the same table.
+    pub notifier: Arc<Notifier>,
 }
 
 /// Build the [`AwsPorts`] from the configuration.
@@ -119,10 +129,12 @@ pub async fn aws_ports(config: &PollerConfig) -> Result<AwsPorts, ConfigError> {
         &config.agent_api_key,
         AgentClientConfig::default(),
     )?);
+    let notifier = Arc::new(config.notify.build(store.clone())?);
     Ok(AwsPorts {
         store,
         queue,
         agent,
+        notifier,
     })
 }
 
@@ -135,7 +147,8 @@ impl AwsPorts {
             self.queue.clone(),
             self.agent.clone(),
             Arc::new(SystemClock),
-        )?)
+        )?
+        .with_notifier(self.notifier.clone()))
     }
 }
 

@@ -10,7 +10,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use crate::model::{
-    AgentRunStatus, ApprovalDecision, ApprovalStatus, AuditEntry, Millis, RunStatus, StepStatus,
+    AgentRunStatus, ApprovalDecision, ApprovalKind, ApprovalStatus, AuditEntry, Millis, RunStatus,
+    StepStatus,
 };
 
 pub mod client;
@@ -180,7 +181,10 @@ pub struct AgentView {
 pub struct ApprovalView {
     pub id: String,
     pub run_id: String,
+    /// The approval step, or the step whose budget was crossed (empty for the run's budget).
     pub step: String,
+    /// `step` (an approval step) or `budget` ("continue past the budget?").
+    pub kind: ApprovalKind,
     pub status: ApprovalStatus,
     pub message: String,
     pub approvers: Vec<String>,
@@ -189,6 +193,33 @@ pub struct ApprovalView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Millis>,
     pub decisions: Vec<DecisionView>,
+}
+
+/// Approvals, newest request first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ApprovalList {
+    pub approvals: Vec<ApprovalView>,
+}
+
+/// A decision on an approval (`POST /v1/approvals/{id}/decision`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionRequest {
+    /// `approve`, `reject`, `retry` (run the agent step before the gate again with `comment`
+    /// as feedback), `skip` or `cancel` (the run).
+    pub decision: ApprovalDecision,
+    /// Reason (reject), feedback for the agent (retry, required), or a note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+/// What a decision did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DecisionResponse {
+    pub approval: ApprovalView,
+    pub run_status: RunStatus,
+    /// Who the decision was recorded for.
+    pub by: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -486,4 +517,85 @@ pub struct ListRunsParams {
     pub limit: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhooks
+// ---------------------------------------------------------------------------------------------
+
+pub use crate::notify::webhooks::{AttemptResult, DeliveryLogEntry, Subscription};
+
+/// `POST /v1/webhooks`: subscribe a URL to lifecycle events.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWebhookRequest {
+    /// Absolute `https` (or `http`) URL deliveries are POSTed to. Redirects are not followed.
+    pub url: String,
+    /// `run.started`, `step.completed`, `step.failed`, `approval.requested`,
+    /// `approval.decided`, `run.completed`, `run.failed`, `run.cancelled`, or `*` for all.
+    pub events: Vec<String>,
+    /// A Standard Webhooks secret (`whsec_` + base64 of 24 to 512 bytes) to sign with; one is
+    /// generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Only runs of this workflow id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow: Option<String>,
+}
+
+impl std::fmt::Debug for CreateWebhookRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreateWebhookRequest")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("description", &self.description)
+            .field("workflow", &self.workflow)
+            .finish()
+    }
+}
+
+/// `POST /v1/webhooks` answer: the subscription and its signing secret. This is the only
+/// answer that carries the secret; store it now.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookCreated {
+    #[serde(flatten)]
+    pub webhook: Subscription,
+    /// `whsec_…`: verify deliveries' `webhook-signature` with it (Standard Webhooks v1).
+    pub secret: String,
+}
+
+impl std::fmt::Debug for WebhookCreated {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookCreated")
+            .field("webhook", &self.webhook)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// `GET /v1/webhooks`: every subscription, oldest first.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookList {
+    pub webhooks: Vec<Subscription>,
+}
+
+/// `GET /v1/webhooks/{id}/deliveries`: delivery attempts, newest first (kept 30 days).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookDeliveryList {
+    pub deliveries: Vec<DeliveryLogEntry>,
+}
+
+/// Query of `GET /v1/webhooks/{id}/deliveries`.
+#[derive(
+    Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema, utoipa::IntoParams,
+)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDeliveriesParams {
+    /// 1..=100, default 20.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
 }

@@ -111,14 +111,23 @@ pub struct Budget {
     pub max_duration: Option<DurationSpec>,
     #[serde(default)]
     pub on_exceed: OnExceed,
+    /// Who may answer the "continue past the budget?" question (`on_exceed: ask`); anyone
+    /// with access when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub approvers: Vec<String>,
 }
 
-/// What happens when a budget is crossed. (Asking a person to continue comes with approvals.)
+/// What happens when a budget is crossed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExceed {
+    /// Stop the agent run and fail the step (or the run).
     #[default]
     Fail,
+    /// Stop the agent run and pause the run with an approval "continue past the budget?"
+    /// carrying the spend so far. Approving allows one more budget's worth and continues the
+    /// agent conversation; rejecting fails as `fail` would.
+    Ask,
 }
 
 impl WorkflowDefinition {
@@ -340,6 +349,17 @@ pub struct ApprovalAction {
     /// Who is asked when the approval escalates.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub escalate_to: Vec<String>,
+    /// Escalate to `escalate_to` when no decision came this long after the request (the
+    /// original approvers can still decide).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escalate_after: Option<DurationSpec>,
+    /// Remind the approvers in the run's thread this often while the approval is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remind_every: Option<DurationSpec>,
+    /// The agent step that "retry with feedback" runs again; by default the nearest agent step
+    /// this approval depends on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_step: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slack_channel: Option<String>,
 }

@@ -8,8 +8,8 @@ use serde_json::{Value, json};
 
 use super::types::*;
 use crate::definition::{
-    AgentAction, ApprovalAction, Budget, HttpAction, NotifyAction, OnExpiry, PollingPolicy,
-    StepAction, StepDef, When, WorkflowDefinition,
+    AgentAction, ApprovalAction, Budget, HttpAction, NotifyAction, OnExceed, OnExpiry,
+    PollingPolicy, StepAction, StepDef, When, WorkflowDefinition,
 };
 use crate::model::*;
 use crate::template::{self, TemplateContext};
@@ -82,6 +82,15 @@ pub fn decide_mut(
     cx.apply(event)?;
     cx.advance();
     Ok(cx.finish(before_timer))
+}
+
+/// Which gate an approval id names.
+#[derive(Debug, Clone)]
+enum Gate {
+    /// An approval step's gate.
+    Step(String),
+    /// The run's budget question.
+    Budget,
 }
 
 struct Cx<'a> {
@@ -255,7 +264,8 @@ impl Cx<'_> {
                 by,
                 decision,
                 comment,
-            } => self.on_decision(approval_id, by, *decision, comment.as_deref())?,
+                groups,
+            } => self.on_decision(approval_id, by, groups, *decision, comment.as_deref())?,
             Event::CancelRequested { by, reason, force } => {
                 self.on_cancel(by, reason.as_deref(), *force)?
             }
@@ -515,19 +525,40 @@ impl Cx<'_> {
         }
     }
 
+    /// The approval with this id: an approval step's gate or the run's budget gate.
+    fn find_approval(&self, approval_id: &str) -> Option<(Gate, ApprovalState)> {
+        if let Some(g) = &self.run.budget_gate
+            && g.approval.id == approval_id
+        {
+            return Some((Gate::Budget, g.approval.clone()));
+        }
+        self.run.steps.iter().find_map(|(id, s)| {
+            s.approval
+                .as_ref()
+                .filter(|a| a.id == approval_id)
+                .map(|a| (Gate::Step(id.clone()), a.clone()))
+        })
+    }
+
+    fn approval_mut(&mut self, gate: &Gate) -> Option<&mut ApprovalState> {
+        match gate {
+            Gate::Step(id) => self.st(id).approval.as_mut(),
+            Gate::Budget => {
+                self.dirty = true;
+                self.run.budget_gate.as_mut().map(|g| &mut g.approval)
+            }
+        }
+    }
+
     fn on_decision(
         &mut self,
         approval_id: &str,
         by: &str,
+        groups: &[String],
         decision: ApprovalDecision,
         comment: Option<&str>,
     ) -> Result<(), Rejection> {
-        let Some((step_id, approval)) = self.run.steps.iter().find_map(|(id, s)| {
-            s.approval
-                .as_ref()
-                .filter(|a| a.id == approval_id)
-                .map(|a| (id.clone(), a.clone()))
-        }) else {
+        let Some((gate, approval)) = self.find_approval(approval_id) else {
             return Err(Rejection::UnknownApproval(approval_id.to_string()));
         };
         if approval.decisions.iter().any(|d| d.by == by) {
@@ -539,21 +570,52 @@ impl Cx<'_> {
                 status: approval.status.to_string(),
             });
         }
-        if !approval.approvers.is_empty() && !approval.approvers.iter().any(|a| a == by) {
+        if !approval.allows(by, groups) {
             return Err(Rejection::NotAnApprover {
                 approval_id: approval_id.to_string(),
                 by: by.to_string(),
             });
         }
-        if decision == ApprovalDecision::Approve && self.run.started_by.as_deref() == Some(by) {
+        // Whoever started the run may not wave it through their own gate; a budget gate is
+        // about their own spend, so they may answer it.
+        if matches!(decision, ApprovalDecision::Approve | ApprovalDecision::Skip)
+            && approval.kind == ApprovalKind::Step
+            && self.run.started_by.as_deref() == Some(by)
+        {
             return Err(Rejection::SelfApproval { by: by.to_string() });
         }
-        let now = self.now;
+        let comment = comment.map(str::trim).filter(|c| !c.is_empty());
+        let not_offered = |why: &str| Rejection::DecisionNotOffered {
+            approval_id: approval_id.to_string(),
+            decision,
+            why: why.to_string(),
+        };
+        let mut retry_target = None;
+        match (&gate, decision) {
+            (Gate::Budget, ApprovalDecision::Retry | ApprovalDecision::Skip) => {
+                return Err(not_offered(
+                    "a budget question is answered with approve (continue), reject or cancel",
+                ));
+            }
+            (Gate::Step(step), ApprovalDecision::Retry) => {
+                if comment.is_none() {
+                    return Err(Rejection::CommentRequired {
+                        approval_id: approval_id.to_string(),
+                        decision,
+                        what: "the feedback the agent step gets on its next attempt",
+                    });
+                }
+                retry_target = Some(self.retry_target(step).ok_or_else(|| {
+                    not_offered("no agent step before this approval to run again")
+                })?);
+            }
+            _ => {}
+        }
         let record = DecisionRecord {
             by: by.to_string(),
             decision,
             comment: comment.map(str::to_string),
-            at: now,
+            at: self.now,
         };
         let approvals = approval
             .decisions
@@ -562,48 +624,184 @@ impl Cx<'_> {
             .count() as u32
             + u32::from(decision == ApprovalDecision::Approve);
         let new_status = match decision {
-            ApprovalDecision::Reject => ApprovalStatus::Rejected,
             ApprovalDecision::Approve if approvals >= approval.required => ApprovalStatus::Approved,
             ApprovalDecision::Approve => ApprovalStatus::Pending,
+            ApprovalDecision::Reject => ApprovalStatus::Rejected,
+            ApprovalDecision::Retry => ApprovalStatus::Retried,
+            ApprovalDecision::Skip => ApprovalStatus::Skipped,
+            ApprovalDecision::Cancel => ApprovalStatus::Cancelled,
         };
-        if let Some(a) = self.st(&step_id).approval.as_mut() {
+        if let Some(a) = self.approval_mut(&gate) {
             a.decisions.push(record);
             a.status = new_status;
+            if new_status != ApprovalStatus::Pending {
+                a.remind_at = None;
+                a.escalate_at = None;
+            }
         }
+        let step_id = match &gate {
+            Gate::Step(id) => Some(id.clone()),
+            Gate::Budget => self.run.budget_gate.as_ref().and_then(|g| g.step.clone()),
+        };
         let data = json!({"approval_id": approval_id, "decision": decision, "comment": comment,
-                          "approvals": approvals, "required": approval.required});
+                          "approvals": approvals, "required": approval.required,
+                          "kind": approval.kind, "status": new_status});
         self.log(
             by,
             "approval.decided",
-            Some(&step_id),
+            step_id.as_deref(),
             None,
             format!("{by} chose {decision} on {approval_id}"),
             data.clone(),
         );
-        self.emit("approval.decided", Some(&step_id), data);
-        match new_status {
-            ApprovalStatus::Approved => {
-                self.close_approval(&step_id, approval_id, ApprovalStatus::Approved);
-                let by_list: Vec<String> = self
-                    .run
-                    .steps
-                    .get(&step_id)
-                    .and_then(|s| s.approval.as_ref())
-                    .map(|a| a.decisions.iter().map(|d| d.by.clone()).collect())
-                    .unwrap_or_default();
-                self.succeed_step(
-                    &step_id,
-                    json!({"approved": true, "approved_by": by_list, "comment": comment}),
-                );
-            }
-            ApprovalStatus::Rejected => {
-                self.close_approval(&step_id, approval_id, ApprovalStatus::Rejected);
-                let reason = comment.map(|c| format!(": {c}")).unwrap_or_default();
-                self.fail_final(&step_id, format!("rejected by {by}{reason}"), false);
-            }
-            _ => {}
+        self.emit("approval.decided", step_id.as_deref(), data);
+        if new_status == ApprovalStatus::Pending {
+            return Ok(());
+        }
+        let close_step = step_id.clone().unwrap_or_default();
+        self.close_approval(&close_step, approval_id, new_status);
+        match gate {
+            Gate::Budget => self.on_budget_decision(by, new_status, comment),
+            Gate::Step(step) => match new_status {
+                ApprovalStatus::Approved => {
+                    let by_list: Vec<String> = self
+                        .run
+                        .steps
+                        .get(&step)
+                        .and_then(|s| s.approval.as_ref())
+                        .map(|a| a.decisions.iter().map(|d| d.by.clone()).collect())
+                        .unwrap_or_default();
+                    self.succeed_step(
+                        &step,
+                        json!({"approved": true, "approved_by": by_list, "comment": comment}),
+                    );
+                }
+                ApprovalStatus::Rejected => {
+                    let reason = comment.map(|c| format!(": {c}")).unwrap_or_default();
+                    self.fail_final(&step, format!("rejected by {by}{reason}"), false);
+                }
+                ApprovalStatus::Retried => {
+                    if let Some(target) = retry_target {
+                        self.retry_with_feedback(&target, by, comment.unwrap_or_default());
+                    }
+                }
+                ApprovalStatus::Skipped => self.skip_gate(&step, by, comment),
+                ApprovalStatus::Cancelled => {
+                    self.cancel_from_gate(by, comment);
+                }
+                _ => {}
+            },
         }
         Ok(())
+    }
+
+    fn cancel_from_gate(&mut self, by: &str, comment: Option<&str>) {
+        let reason = comment.unwrap_or("cancelled from an approval");
+        // The run is active (checked by the caller), so a cancel is always accepted here.
+        let _ = self.on_cancel(by, Some(reason), false);
+    }
+
+    /// The agent step "retry with feedback" runs again: the approval's `retry_step`, else the
+    /// nearest agent step it depends on (breadth first through its dependencies).
+    fn retry_target(&self, approval_step: &str) -> Option<String> {
+        let d = self.def.step(approval_step)?;
+        if let StepAction::Approval(a) = &d.action
+            && let Some(t) = &a.retry_step
+        {
+            return Some(t.clone());
+        }
+        let mut queue: std::collections::VecDeque<&str> =
+            d.depends_on.iter().map(String::as_str).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        while let Some(id) = queue.pop_front() {
+            if !seen.insert(id) {
+                continue;
+            }
+            let dep = self.def.step(id)?;
+            if matches!(dep.action, StepAction::Agent(_)) {
+                return Some(id.to_string());
+            }
+            queue.extend(dep.depends_on.iter().map(String::as_str));
+        }
+        None
+    }
+
+    /// Run `target` again with the feedback added to its message, in the same agent
+    /// conversation, and everything downstream of it (including the approval) after it.
+    fn retry_with_feedback(&mut self, target: &str, by: &str, text: &str) {
+        let mut reset = vec![target.to_string()];
+        let mut i = 0;
+        while i < reset.len() {
+            let id = reset[i].clone();
+            for d in &self.def.steps {
+                if d.depends_on.contains(&id) && !reset.contains(&d.id) {
+                    reset.push(d.id.clone());
+                }
+            }
+            i += 1;
+        }
+        for id in &reset {
+            if self.status_of(id) == StepStatus::Running {
+                self.kill_current_agent(id, false);
+            }
+            let s = self.st(id);
+            let prev = std::mem::take(s);
+            let prev_cost = prev
+                .agent
+                .as_ref()
+                .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
+                .unwrap_or(0.0);
+            s.attempt = prev.attempt;
+            s.attempts_before = prev.attempt;
+            s.budget_grants = prev.budget_grants;
+            if prev_cost > 0.0 {
+                s.agent = Some(AgentProgress {
+                    previous_attempts_cost_usd: prev_cost,
+                    ..AgentProgress::default()
+                });
+            }
+            if id == target {
+                let session_id = prev
+                    .agent
+                    .as_ref()
+                    .and_then(|a| a.session_id.clone())
+                    .or_else(|| prev.feedback.as_ref().and_then(|f| f.session_id.clone()));
+                s.feedback = Some(StepFeedback {
+                    by: by.to_string(),
+                    text: text.to_string(),
+                    session_id,
+                });
+            }
+        }
+        self.log(
+            by,
+            "step.retry_with_feedback",
+            Some(target),
+            None,
+            format!(
+                "{by} asked for step {target} to run again with feedback; steps to run again: {}",
+                reset.join(", ")
+            ),
+            json!({"feedback": text, "steps": reset}),
+        );
+    }
+
+    /// Skip an approval step: it and the steps that need it are skipped; the run carries on.
+    fn skip_gate(&mut self, step: &str, by: &str, comment: Option<&str>) {
+        let now = self.now;
+        let s = self.st(step);
+        s.status = StepStatus::Skipped;
+        s.completed_at = Some(now);
+        s.timer_at = None;
+        s.output = Some(json!({"approved": false, "skipped": true, "by": by, "comment": comment}));
+        self.log(
+            by,
+            "step.skipped",
+            Some(step),
+            None,
+            format!("step {step} skipped by {by}"),
+            json!({"comment": comment}),
+        );
     }
 
     fn close_approval(&mut self, step: &str, approval_id: &str, status: ApprovalStatus) {
@@ -660,6 +858,7 @@ impl Cx<'_> {
         for id in ids {
             self.stop_step(&id, StepStatus::Cancelled, "run cancelled", force);
         }
+        self.close_budget_gate(ApprovalStatus::Cancelled);
         self.run.status = RunStatus::Cancelling;
         self.finish_cancel();
         Ok(())
@@ -1001,6 +1200,9 @@ impl Cx<'_> {
             self.fail_run(RunStatus::TimedOut, "the run's timeout passed".into());
             return true;
         }
+        if self.budget_gate_pending() {
+            return changed; // paused until someone answers the budget question
+        }
         let def = self.def;
         for d in &def.steps {
             if self.run.status != RunStatus::Running {
@@ -1029,11 +1231,16 @@ impl Cx<'_> {
                 .any(|d| matches!(&d.action, StepAction::Agent(a) if a.budget.is_some()))
     }
 
-    /// Stop whatever crossed a budget: the run (all its steps) or a running agent step.
+    /// Stop whatever crossed a budget: the run (all its steps) or a running agent step. With
+    /// `on_exceed: ask` the agent runs are stopped and the run pauses on a budget gate instead.
     fn check_budgets(&mut self) -> bool {
+        if self.budget_gate_pending() {
+            return false;
+        }
         let now = self.now;
         let def = self.def;
         if let Some(b) = &def.budget {
+            let b = &scaled(b, self.run.budget_grants);
             let turns = self
                 .run
                 .steps
@@ -1043,6 +1250,10 @@ impl Cx<'_> {
                 .sum();
             let elapsed = self.run.started_at.map(|t| now - t);
             if let Some(reason) = over_budget(b, self.run.cost_usd(), turns, elapsed) {
+                if b.on_exceed == OnExceed::Ask {
+                    self.open_budget_gate(None, reason, b);
+                    return true;
+                }
                 let why = format!("run budget exceeded: {reason}");
                 for d in &def.steps {
                     self.stop_step(&d.id, StepStatus::Cancelled, &why, false);
@@ -1068,13 +1279,191 @@ impl Cx<'_> {
                 (a.cost_usd + a.previous_attempts_cost_usd, a.turns)
             });
             let elapsed = s.started_at.map(|t| now - t);
+            let b = &scaled(b, s.budget_grants);
             if let Some(reason) = over_budget(b, cost, turns, elapsed) {
+                if b.on_exceed == OnExceed::Ask {
+                    self.open_budget_gate(Some(&d.id), reason, b);
+                    return true;
+                }
                 self.kill_current_agent(&d.id, false);
                 self.fail_final(&d.id, format!("step budget exceeded: {reason}"), false);
                 return true;
             }
         }
         false
+    }
+
+    fn budget_gate_pending(&self) -> bool {
+        self.run
+            .budget_gate
+            .as_ref()
+            .is_some_and(|g| g.approval.status == ApprovalStatus::Pending)
+    }
+
+    /// Pause the run on "continue past the budget?": stop the agent runs in scope (the step,
+    /// or every running agent step for the run's budget) and ask.
+    fn open_budget_gate(&mut self, step: Option<&str>, reason: String, b: &Budget) {
+        let now = self.now;
+        let paused: Vec<String> = match step {
+            Some(id) => vec![id.to_string()],
+            None => self
+                .def
+                .steps
+                .iter()
+                .filter(|d| matches!(d.action, StepAction::Agent(_)))
+                .filter(|d| self.status_of(&d.id) == StepStatus::Running)
+                .map(|d| d.id.clone())
+                .collect(),
+        };
+        for id in &paused {
+            self.kill_current_agent(id, false);
+            let s = self.st(id);
+            s.status = StepStatus::Waiting;
+            s.deadline = None;
+            s.timer_at = None;
+            if let Some(a) = s.agent.as_mut() {
+                a.next_poll_at = None;
+            }
+        }
+        let (cost, turns) = match step {
+            Some(id) => self.agent_of(id).map_or((0.0, 0), |a| {
+                (a.cost_usd + a.previous_attempts_cost_usd, a.turns)
+            }),
+            None => (
+                self.run.cost_usd(),
+                self.run
+                    .steps
+                    .values()
+                    .filter_map(|s| s.agent.as_ref())
+                    .map(|a| a.turns)
+                    .sum(),
+            ),
+        };
+        let scope = step.map_or("the run".to_string(), |s| format!("step {s}"));
+        let id = format!(
+            "{}.{}.budget{}",
+            self.run.id,
+            step.unwrap_or("run"),
+            self.run.audit_seq
+        );
+        let message = format!(
+            "{scope} crossed its budget: {reason}. Spent so far: ${cost:.4} over {turns} agent \
+             turns. Continue past the budget?"
+        );
+        self.run.budget_gate = Some(BudgetGate {
+            approval: ApprovalState {
+                id: id.clone(),
+                status: ApprovalStatus::Pending,
+                message: message.clone(),
+                approvers: b.approvers.clone(),
+                required: 1,
+                requested_at: now,
+                expires_at: None,
+                decisions: Vec::new(),
+                escalated: false,
+                kind: ApprovalKind::Budget,
+                remind_at: None,
+                reminders: 0,
+                escalate_at: None,
+            },
+            step: step.map(str::to_string),
+            paused: paused.clone(),
+            reason: reason.clone(),
+        });
+        self.dirty = true;
+        let data = json!({"approval_id": id, "kind": ApprovalKind::Budget, "reason": reason,
+                          "cost_usd": cost, "turns": turns, "paused": paused,
+                          "approvers": b.approvers, "required": 1});
+        self.log(
+            SYSTEM,
+            "budget.exceeded",
+            step,
+            None,
+            format!("{scope} crossed its budget ({reason}); paused until someone decides"),
+            data.clone(),
+        );
+        self.log(
+            SYSTEM,
+            "approval.requested",
+            step,
+            None,
+            format!("approval {id} requested"),
+            data.clone(),
+        );
+        self.effects.push(Effect::RequestApproval {
+            step: step.unwrap_or_default().to_string(),
+            approval_id: id,
+            message,
+            approvers: b.approvers.clone(),
+            required: 1,
+            expires_at: None,
+            slack_channel: None,
+            escalation: false,
+        });
+        self.emit("approval.requested", step, data);
+    }
+
+    /// The answer to "continue past the budget?".
+    fn on_budget_decision(&mut self, by: &str, status: ApprovalStatus, comment: Option<&str>) {
+        let Some(gate) = self.run.budget_gate.clone() else {
+            return;
+        };
+        match status {
+            ApprovalStatus::Approved => {
+                match &gate.step {
+                    Some(id) => self.st(id).budget_grants += 1,
+                    None => self.run.budget_grants += 1,
+                }
+                for id in &gate.paused {
+                    let s = self.st(id);
+                    let session_id = s.agent.as_ref().and_then(|a| a.session_id.clone());
+                    s.status = StepStatus::Pending;
+                    // Being stopped at the budget was not a failed attempt.
+                    s.attempts_before += 1;
+                    s.feedback = Some(StepFeedback {
+                        by: by.to_string(),
+                        text: format!(
+                            "You were stopped because the budget ran out ({}). {by} allowed you \
+                             to continue: carry on where you left off.",
+                            gate.reason
+                        ),
+                        session_id,
+                    });
+                }
+                self.log(
+                    by,
+                    "budget.continued",
+                    gate.step.as_deref(),
+                    None,
+                    format!(
+                        "{by} allowed {} to continue past the budget",
+                        gate.step.as_deref().unwrap_or("the run")
+                    ),
+                    json!({"paused": gate.paused}),
+                );
+            }
+            ApprovalStatus::Rejected => {
+                let why = format!(
+                    "budget exceeded: {}; {by} declined to continue{}",
+                    gate.reason,
+                    comment.map(|c| format!(": {c}")).unwrap_or_default()
+                );
+                match &gate.step {
+                    Some(id) => self.fail_final(id, format!("step {why}"), false),
+                    None => {
+                        let why = format!("run {why}");
+                        let ids: Vec<String> =
+                            self.def.steps.iter().map(|s| s.id.clone()).collect();
+                        for id in ids {
+                            self.stop_step(&id, StepStatus::Cancelled, &why, false);
+                        }
+                        self.fail_run(RunStatus::Failed, why);
+                    }
+                }
+            }
+            ApprovalStatus::Cancelled => self.cancel_from_gate(by, comment),
+            _ => {}
+        }
     }
 
     fn advance_step(&mut self, d: &StepDef) -> bool {
@@ -1222,14 +1611,55 @@ impl Cx<'_> {
         let Some(approval) = self.run.steps.get(&d.id).and_then(|s| s.approval.as_ref()) else {
             return false;
         };
-        if approval.status != ApprovalStatus::Pending || approval.expires_at.is_none_or(|t| now < t)
-        {
+        if approval.status != ApprovalStatus::Pending {
             return false;
         }
-        let approval = approval.clone();
         let StepAction::Approval(action) = &d.action else {
             return false;
         };
+        let approval = approval.clone();
+        let mut changed = false;
+        if approval.remind_at.is_some_and(|t| now >= t) {
+            let every = action.remind_every.as_ref().map(|e| e.millis_i64().max(1));
+            let reminder = approval.reminders + 1;
+            if let Some(a) = self.st(&d.id).approval.as_mut() {
+                a.reminders = reminder;
+                a.remind_at = every.map(|e| now + e);
+            }
+            self.effects.push(Effect::RemindApproval {
+                step: d.id.clone(),
+                approval_id: approval.id.clone(),
+                reminder,
+            });
+            self.log(
+                SYSTEM,
+                "approval.reminded",
+                Some(&d.id),
+                None,
+                format!("reminder {reminder} for approval {}", approval.id),
+                Value::Null,
+            );
+            changed = true;
+        }
+        if approval.escalate_at.is_some_and(|t| now >= t) {
+            if approval.escalated {
+                if let Some(a) = self.st(&d.id).approval.as_mut() {
+                    a.escalate_at = None;
+                }
+            } else {
+                self.escalate(d, action, &approval, approval.expires_at);
+            }
+            changed = true;
+        }
+        if approval.expires_at.is_none_or(|t| now < t) {
+            return changed;
+        }
+        let approval = self
+            .run
+            .steps
+            .get(&d.id)
+            .and_then(|s| s.approval.clone())
+            .unwrap_or(approval);
         let on_expiry = if action.on_expiry == OnExpiry::Escalate && approval.escalated {
             OnExpiry::Reject
         } else {
@@ -1238,38 +1668,7 @@ impl Cx<'_> {
         match on_expiry {
             OnExpiry::Escalate => {
                 let expires_at = action.expires_in.as_ref().map(|e| now + e.millis_i64());
-                let mut approvers = approval.approvers.clone();
-                for a in &action.escalate_to {
-                    if !approvers.contains(a) {
-                        approvers.push(a.clone());
-                    }
-                }
-                if let Some(a) = self.st(&d.id).approval.as_mut() {
-                    a.escalated = true;
-                    a.expires_at = expires_at;
-                    a.approvers = approvers.clone();
-                }
-                self.effects.push(Effect::RequestApproval {
-                    step: d.id.clone(),
-                    approval_id: approval.id.clone(),
-                    message: approval.message.clone(),
-                    approvers: action.escalate_to.clone(),
-                    required: approval.required,
-                    expires_at,
-                    slack_channel: action.slack_channel.clone(),
-                });
-                self.log(
-                    SYSTEM,
-                    "approval.escalated",
-                    Some(&d.id),
-                    None,
-                    format!(
-                        "approval {} escalated to {}",
-                        approval.id,
-                        action.escalate_to.join(", ")
-                    ),
-                    json!({"escalate_to": action.escalate_to}),
-                );
+                self.escalate(d, action, &approval, expires_at);
             }
             OnExpiry::Approve => {
                 self.expire_approval(&d.id, &approval.id, "approved by policy", "approve");
@@ -1281,6 +1680,50 @@ impl Cx<'_> {
             }
         }
         true
+    }
+
+    /// Ask `escalate_to` too (the original approvers can still decide).
+    fn escalate(
+        &mut self,
+        d: &StepDef,
+        action: &ApprovalAction,
+        approval: &ApprovalState,
+        expires_at: Option<Millis>,
+    ) {
+        let mut approvers = approval.approvers.clone();
+        for a in &action.escalate_to {
+            if !approvers.contains(a) {
+                approvers.push(a.clone());
+            }
+        }
+        if let Some(a) = self.st(&d.id).approval.as_mut() {
+            a.escalated = true;
+            a.escalate_at = None;
+            a.expires_at = expires_at;
+            a.approvers = approvers;
+        }
+        self.effects.push(Effect::RequestApproval {
+            step: d.id.clone(),
+            approval_id: approval.id.clone(),
+            message: approval.message.clone(),
+            approvers: action.escalate_to.clone(),
+            required: approval.required,
+            expires_at,
+            slack_channel: action.slack_channel.clone(),
+            escalation: true,
+        });
+        self.log(
+            SYSTEM,
+            "approval.escalated",
+            Some(&d.id),
+            None,
+            format!(
+                "approval {} escalated to {}",
+                approval.id,
+                action.escalate_to.join(", ")
+            ),
+            json!({"escalate_to": action.escalate_to}),
+        );
     }
 
     fn expire_approval(&mut self, step: &str, approval_id: &str, outcome: &str, policy: &str) {
@@ -1327,9 +1770,16 @@ impl Cx<'_> {
         attempt: u32,
         session_id: Option<String>,
     ) -> Result<AgentStartSpec, String> {
+        let mut message = self.render(&a.message)?;
+        if let Some(f) = self.run.steps.get(&d.id).and_then(|s| s.feedback.as_ref()) {
+            message.push_str(&format!(
+                "\n\nFeedback on the previous attempt (from {}):\n{}",
+                f.by, f.text
+            ));
+        }
         Ok(AgentStartSpec {
             workflow: a.workflow.clone(),
-            message: self.render(&a.message)?,
+            message,
             max_turns: match (a.max_turns, self.run.max_turns) {
                 (Some(step), Some(run)) => Some(step.min(run)),
                 (step, run) => step.or(run),
@@ -1459,7 +1909,15 @@ impl Cx<'_> {
         );
         let result: Result<(), String> = match &d.action {
             StepAction::Agent(a) => {
-                let session_id = self.shared_session(d, a);
+                // A retry with feedback (or a budget continuation) continues the conversation of
+                // the attempt it redoes.
+                let session_id = self
+                    .run
+                    .steps
+                    .get(&d.id)
+                    .and_then(|s| s.feedback.as_ref())
+                    .and_then(|f| f.session_id.clone())
+                    .or_else(|| self.shared_session(d, a));
                 match self.agent_spec(d, a, attempt, session_id.clone()) {
                     Ok(spec) => {
                         let s = self.st(&d.id);
@@ -1530,6 +1988,10 @@ impl Cx<'_> {
             expires_at,
             decisions: Vec::new(),
             escalated: false,
+            kind: ApprovalKind::Step,
+            remind_at: a.remind_every.as_ref().map(|e| now + e.millis_i64()),
+            reminders: 0,
+            escalate_at: a.escalate_after.as_ref().map(|e| now + e.millis_i64()),
         });
         self.effects.push(Effect::RequestApproval {
             step: d.id.clone(),
@@ -1539,6 +2001,7 @@ impl Cx<'_> {
             required: a.required.max(1),
             expires_at,
             slack_channel: a.slack_channel.clone(),
+            escalation: false,
         });
         let data = json!({"approval_id": id, "approvers": a.approvers, "required": a.required});
         self.log(
@@ -1826,7 +2289,23 @@ impl Cx<'_> {
         })
     }
 
+    /// Close a pending budget question (the run ended or is being cancelled).
+    fn close_budget_gate(&mut self, status: ApprovalStatus) {
+        if !self.budget_gate_pending() {
+            return;
+        }
+        let Some(g) = self.run.budget_gate.as_mut() else {
+            return;
+        };
+        g.approval.status = status;
+        let id = g.approval.id.clone();
+        let step = g.step.clone().unwrap_or_default();
+        self.dirty = true;
+        self.close_approval(&step, &id, status);
+    }
+
     fn end_run(&mut self, status: RunStatus, error: Option<String>) {
+        self.close_budget_gate(ApprovalStatus::Cancelled);
         if error.is_some() {
             self.run.error = error;
         }
@@ -1869,8 +2348,15 @@ pub fn session_name(run_id: &str, step: &str, attempt: u32) -> String {
 }
 
 /// Approval ids are deterministic per step attempt so repeated requests name the same gate.
+/// They start with the run id (which has no `.`), so a decision finds its run in one read.
 pub fn approval_id(run_id: &str, step: &str, attempt: u32) -> String {
     format!("{run_id}.{step}.{attempt}")
+}
+
+/// The run an approval id belongs to (see [`approval_id`]); `None` for a malformed id.
+pub fn approval_run_id(approval_id: &str) -> Option<&str> {
+    let (run, rest) = approval_id.split_once('.')?;
+    (!run.is_empty() && !rest.is_empty()).then_some(run)
 }
 
 /// The workflow's polling policy, or the default, without copying it (decisions are hot).
@@ -1887,6 +2373,24 @@ fn poll_lost_at(a: &AgentProgress, polling: &PollingPolicy) -> Option<Millis> {
     let polled = a.polled_at?;
     let due = a.next_poll_at.unwrap_or(polled).max(polled);
     Some(due.max(polled + POLL_HEARTBEAT_MS) + polling.max.millis_i64() + POLL_LOST_AFTER_MS)
+}
+
+/// A budget after `grants` approvals to continue: each allows one more budget's worth.
+fn scaled(b: &Budget, grants: u32) -> Budget {
+    if grants == 0 {
+        return b.clone();
+    }
+    let k = f64::from(grants) + 1.0;
+    Budget {
+        max_cost_usd: b.max_cost_usd.map(|c| c * k),
+        max_turns: b.max_turns.map(|t| t.saturating_mul(grants + 1)),
+        max_duration: b.max_duration.as_ref().map(|d| {
+            crate::duration::DurationSpec::from_millis(
+                d.as_millis().saturating_mul(u64::from(grants) + 1),
+            )
+        }),
+        ..b.clone()
+    }
 }
 
 /// Which cap a spend crosses, in words, if any.
@@ -1947,7 +2451,17 @@ pub fn next_timer(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
                             take(s.timer_at); // a wait step ending
                         }
                     }
-                    StepStatus::Waiting => take(s.approval.as_ref().and_then(|a| a.expires_at)),
+                    StepStatus::Waiting => {
+                        if let Some(a) = s
+                            .approval
+                            .as_ref()
+                            .filter(|a| a.status == ApprovalStatus::Pending)
+                        {
+                            take(a.expires_at);
+                            take(a.remind_at);
+                            take(a.escalate_at);
+                        }
+                    }
                     _ => {}
                 }
             }

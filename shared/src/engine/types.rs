@@ -64,8 +64,13 @@ pub enum Event {
         approval_id: String,
         by: Actor,
         decision: ApprovalDecision,
+        /// The reason (reject), the feedback (retry) or a note.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
+        /// Approver groups `by` belongs to, as resolved by the adapter that took the decision
+        /// (e.g. Slack user groups among the approval's approvers).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        groups: Vec<String>,
     },
     /// Stop the run: kill running agent steps, close open approvals.
     CancelRequested {
@@ -230,6 +235,16 @@ pub enum Effect {
         expires_at: Option<Millis>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         slack_channel: Option<String>,
+        /// An escalation: `approvers` are the people newly asked.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        escalation: bool,
+    },
+    /// Remind the approvers of a pending approval (in the run's thread).
+    RemindApproval {
+        step: String,
+        approval_id: String,
+        /// 1 for the first reminder.
+        reminder: u32,
     },
     /// The approval is decided or closed: update the request message.
     CloseApproval {
@@ -281,6 +296,7 @@ impl Effect {
             Effect::KillAgent { .. } => "kill_agent",
             Effect::SendAgentMessage { .. } => "send_agent_message",
             Effect::RequestApproval { .. } => "request_approval",
+            Effect::RemindApproval { .. } => "remind_approval",
             Effect::CloseApproval { .. } => "close_approval",
             Effect::CallHttp { .. } => "call_http",
             Effect::Notify { .. } => "notify",
@@ -329,6 +345,18 @@ pub enum Rejection {
     NotAnApprover { approval_id: String, by: String },
     #[error("{by} started this run and cannot approve it")]
     SelfApproval { by: String },
+    #[error("a {decision} decision on {approval_id} needs a comment: {what}")]
+    CommentRequired {
+        approval_id: String,
+        decision: ApprovalDecision,
+        what: &'static str,
+    },
+    #[error("{decision} is not possible on {approval_id}: {why}")]
+    DecisionNotOffered {
+        approval_id: String,
+        decision: ApprovalDecision,
+        why: String,
+    },
     #[error("run {run_id} is {status}; only a failed, cancelled or timed-out run can be retried")]
     NotRetryable { run_id: String, status: String },
     #[error("nothing to roll back: no finished step of run {0} has a compensation")]

@@ -34,6 +34,12 @@ impl Executor {
         effect: &Effect,
     ) -> Result<Option<Event>, ExecError> {
         let run = &applied.run;
+        if self.notifier.is_some()
+            && let Some(delivery) = self.delivery_for(effect)
+        {
+            self.queue_delivery(&run.id, delivery).await?;
+            return Ok(None);
+        }
         match effect {
             Effect::StartAgent {
                 step,
@@ -93,6 +99,7 @@ impl Executor {
                 required,
                 expires_at,
                 slack_channel,
+                escalation: _,
             } => {
                 // Delivery (Slack, signed links) comes with the approvals function.
                 info!(
@@ -105,6 +112,14 @@ impl Executor {
                     message = %message,
                     "approval requested"
                 );
+                Ok(None)
+            }
+            Effect::RemindApproval {
+                step,
+                approval_id,
+                reminder,
+            } => {
+                info!(step_id = %step, approval_id = %approval_id, reminder, "approval reminder");
                 Ok(None)
             }
             Effect::CloseApproval {

@@ -19,6 +19,7 @@ use super::error::ExecError;
 use crate::definition::{StepAction, WorkflowDefinition};
 use crate::engine::{AgentObservation, Effect, Event, Rejection, decide_mut};
 use crate::model::{AgentRunStatus, Millis, Run, RunStatus, StepStatus};
+use crate::notify::Notifier;
 use crate::ports::{MAX_DELAY, RunStore, WorkMessage, WorkQueue, WorkflowStore};
 
 /// Events one message may process inline (the first plus the outcomes of effects it caused).
@@ -44,6 +45,8 @@ pub struct Executor {
     pub(super) agent: Arc<dyn AgentApi>,
     pub(super) http: reqwest::Client,
     pub(super) clock: Arc<dyn Clock>,
+    /// Slack and outbound webhooks; notification effects are only logged without one.
+    pub(super) notifier: Option<Arc<Notifier>>,
     /// Pinned definitions by (workflow id, version). Versions are immutable, so entries never
     /// go stale.
     definitions: Mutex<HashMap<(String, u64), Arc<WorkflowDefinition>>>,
@@ -66,7 +69,7 @@ pub(super) struct Before {
 }
 
 impl Before {
-    fn of(run: &Run) -> Self {
+    pub(super) fn of(run: &Run) -> Self {
         Before {
             status: run.status,
             sessions: run
@@ -134,6 +137,7 @@ impl Executor {
             agent,
             http,
             clock,
+            notifier: None,
             definitions: Mutex::new(HashMap::new()),
         })
     }
@@ -142,6 +146,17 @@ impl Executor {
     pub fn with_http(mut self, http: reqwest::Client) -> Self {
         self.http = http;
         self
+    }
+
+    /// Send notification effects (approval messages, lifecycle events) through `notifier`,
+    /// as queued deliveries.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {
+        self.notifier = Some(notifier);
+        self
+    }
+
+    pub fn notifier(&self) -> Option<&Arc<Notifier>> {
+        self.notifier.as_ref()
     }
 
     pub fn clock(&self) -> &Arc<dyn Clock> {
@@ -170,6 +185,30 @@ impl Executor {
                     }
                 }
                 self.process(run_id, event.clone(), None)
+                    .instrument(span)
+                    .await
+            }
+            WorkMessage::Perform { run_id, effects } => {
+                let span =
+                    info_span!("work", kind = "perform", run_id = %run_id, effects = effects.len());
+                self.perform_deferred(run_id, effects)
+                    .instrument(span)
+                    .await
+            }
+            WorkMessage::Deliver {
+                run_id,
+                delivery,
+                attempt,
+                not_before,
+            } => {
+                let span = info_span!(
+                    "work",
+                    kind = "deliver",
+                    run_id = %run_id,
+                    delivery = delivery.name(),
+                    attempt,
+                );
+                self.deliver(run_id, delivery, *attempt, *not_before)
                     .instrument(span)
                     .await
             }
@@ -343,6 +382,45 @@ impl Executor {
         .await
     }
 
+    /// Apply a command now and write it, but leave its effects to a queued
+    /// [`WorkMessage::Perform`]: for callers that must answer fast (an approval click must be
+    /// answered within Slack's 3 s), so the request path is one conditional write and one
+    /// enqueue. If the enqueue fails the command still stands; the run's `wake_at` and the
+    /// sweeper re-issue what its effects would have started.
+    pub async fn command_deferred(&self, run_id: &str, event: Event) -> Result<Run, CommandError> {
+        let span = info_span!("command", run_id = %run_id, event = event.name(), deferred = true);
+        async {
+            let applied = match self.try_apply(run_id, &event, None).await? {
+                ApplyOutcome::Applied(applied) => applied,
+                ApplyOutcome::Missing => return Err(CommandError::NotFound(run_id.to_string())),
+                ApplyOutcome::Rejected(rejection) => return Err(CommandError::Rejected(rejection)),
+            };
+            if !applied.effects.is_empty() {
+                let message = WorkMessage::Perform {
+                    run_id: run_id.to_string(),
+                    effects: applied.effects.clone(),
+                };
+                if let Err(e) = self.queue.send(&message, Duration::ZERO).await {
+                    warn!(error = %e, "the command was recorded but its effects were not queued; the run's wake-up timer re-issues them");
+                }
+            }
+            self.record_sessions(&applied).await;
+            Ok(applied.run)
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// [`Executor::drain`] for outcomes of effects performed outside it.
+    pub(super) async fn drain_from(
+        &self,
+        run_id: &str,
+        work: VecDeque<Event>,
+        preloaded: Option<Run>,
+    ) -> Result<(), ExecError> {
+        self.drain(run_id, work, preloaded, 1).await
+    }
+
     /// The work loop behind [`Executor::process`]; `handled` counts events already applied
     /// inline before `work` (their effects' outcomes are in `work`).
     async fn drain(
@@ -396,7 +474,7 @@ impl Executor {
 
     /// Record sessions and perform an applied decision's effects in order: the events their
     /// outcomes produced, and the first failure (the others are logged).
-    async fn perform_all(&self, applied: &Applied) -> (Vec<Event>, Option<ExecError>) {
+    pub(super) async fn perform_all(&self, applied: &Applied) -> (Vec<Event>, Option<ExecError>) {
         self.record_sessions(applied).await;
         let mut next = Vec::new();
         let mut failed = None;
@@ -559,7 +637,14 @@ pub fn message_step(message: &WorkMessage) -> Option<&str> {
     match message {
         WorkMessage::Poll { step, .. } => Some(step),
         WorkMessage::Event { event, .. } => event_step(event).map(|(step, _)| step),
-        WorkMessage::Wake { .. } => None,
+        WorkMessage::Wake { .. } | WorkMessage::Perform { .. } => None,
+        WorkMessage::Deliver { delivery, .. } => match delivery {
+            crate::notify::Delivery::ApprovalRequested { step, .. }
+            | crate::notify::Delivery::ApprovalReminder { step, .. }
+            | crate::notify::Delivery::ApprovalClosed { step, .. } => Some(step),
+            crate::notify::Delivery::Lifecycle { step, .. } => step.as_deref(),
+            _ => None,
+        },
     }
 }
 
@@ -596,6 +681,7 @@ fn effect_span(effect: &Effect) -> tracing::Span {
         | Effect::Notify { step, attempt, .. } => (Some(step.as_str()), Some(*attempt)),
         Effect::SendAgentMessage { step, .. }
         | Effect::RequestApproval { step, .. }
+        | Effect::RemindApproval { step, .. }
         | Effect::CloseApproval { step, .. }
         | Effect::Compensate { step, .. } => (Some(step.as_str()), None),
         Effect::Emit { step, .. } => (step.as_deref(), None),

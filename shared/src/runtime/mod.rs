@@ -12,6 +12,7 @@
 
 mod agent;
 mod clock;
+mod deliver;
 mod effects;
 mod error;
 mod executor;
@@ -21,6 +22,7 @@ mod sweeper;
 
 pub use agent::AgentApi;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use deliver::MAX_DELIVERY_ATTEMPTS;
 pub use effects::MAX_HTTP_OUTPUT_BYTES;
 pub use error::ExecError;
 pub use executor::{

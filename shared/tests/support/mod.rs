@@ -162,6 +162,7 @@ impl Harness {
             by: by.into(),
             decision,
             comment: comment.map(str::to_string),
+            groups: vec![],
         })
     }
 

@@ -14,14 +14,16 @@ use utoipa_axum::routes;
 use crate::Services;
 use crate::error::ApiError;
 
+mod approvals;
 mod runs;
 mod sessions;
+mod slack;
+mod webhooks;
 mod workflows;
 
 /// Every route of the API.
 pub(crate) fn router() -> OpenApiRouter<Services> {
     OpenApiRouter::new()
-        .routes(routes!(healthz))
         .routes(routes!(openapi_json))
         .routes(routes!(runs::start_run, runs::list_runs))
         .routes(routes!(runs::get_run))
@@ -40,6 +42,21 @@ pub(crate) fn router() -> OpenApiRouter<Services> {
         .routes(routes!(workflows::agent_workflows))
         .routes(routes!(sessions::list_sessions))
         .routes(routes!(sessions::get_session))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
+        .routes(routes!(webhooks::webhook_deliveries))
+        .merge(approval_router())
+}
+
+/// The routes the approvals function serves (health, Slack interactivity, decisions, approval
+/// links, the list of approvals); the api function serves them too.
+pub(crate) fn approval_router() -> OpenApiRouter<Services> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(approvals::list_approvals))
+        .routes(routes!(approvals::decide_approval))
+        .routes(routes!(approvals::link_page, approvals::link_decide))
+        .routes(routes!(slack::slack_interactions))
 }
 
 /// Liveness: the process is up and routing (no dependency is called, so a store outage does

@@ -78,6 +78,12 @@ impl TestApi {
             agent,
             clock: Arc::new(SystemClock),
             keys: Arc::new(ApiKeys::single(PRINCIPAL, KEY)),
+            notifier: Arc::new(
+                flowgate_shared::notify::config::NotifyConfig::default()
+                    .build(store.clone())
+                    .expect("notifier"),
+            ),
+            approvals: Arc::new(Default::default()),
         };
         TestApi {
             app: app(services),

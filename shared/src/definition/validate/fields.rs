@@ -244,6 +244,7 @@ mod tests {
                 max_turns: None,
                 max_duration: None,
                 on_exceed: Default::default(),
+                approvers: vec!["U9".into()],
             }),
         }
     }
@@ -257,6 +258,9 @@ mod tests {
             expires_in: Some(DurationSpec::from_secs(60)),
             on_expiry: OnExpiry::Escalate,
             escalate_to: vec!["U2".into()],
+            escalate_after: Some(DurationSpec::from_secs(30)),
+            remind_every: Some(DurationSpec::from_secs(10)),
+            retry_step: Some("a".into()),
             slack_channel: Some("#c".into()),
         };
         let notify = NotifyAction {

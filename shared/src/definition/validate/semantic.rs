@@ -9,8 +9,8 @@ use super::Problem;
 use super::schedule;
 use super::support::{ID_RULE, describe, did_you_mean, index, is_id, is_input_name, join, list};
 use crate::definition::{
-    Budget, LIFECYCLE_EVENTS, MAX_AGENT_TURNS, MAX_STEPS, OnExpiry, PollingPolicy, RetryPolicy,
-    StepAction, StepKind, TriggerDef, When, WorkflowDefinition,
+    ApprovalAction, Budget, LIFECYCLE_EVENTS, MAX_AGENT_TURNS, MAX_STEPS, OnExpiry, PollingPolicy,
+    RetryPolicy, StepAction, StepKind, TriggerDef, When, WorkflowDefinition,
 };
 use crate::duration::DurationSpec;
 use crate::model::RunStatus;
@@ -214,6 +214,12 @@ impl<'d> Checker<'d> {
         if let Some(d) = &b.max_duration {
             self.positive_duration(join(path, "max_duration"), "max_duration", d);
         }
+        if !b.approvers.is_empty() && b.on_exceed != crate::definition::OnExceed::Ask {
+            self.problem(
+                join(path, "approvers"),
+                "approvers answer the \"continue past the budget?\" question; set `on_exceed: ask` or remove them",
+            );
+        }
     }
 
     fn positive_duration(&mut self, path: impl Into<String>, what: &str, d: &DurationSpec) {
@@ -405,6 +411,9 @@ impl<'d> Checker<'d> {
             self.retry(r, &join(&path, "retry"));
         }
         self.action(&step.action, &path, Scope::Step(i));
+        if let StepAction::Approval(a) = &step.action {
+            self.approval_timers(i, a, &path);
+        }
         if let Some(comp) = &step.compensate {
             let cpath = join(&path, "compensate");
             if matches!(comp.kind(), StepKind::Approval | StepKind::Wait) {
@@ -417,6 +426,42 @@ impl<'d> Checker<'d> {
                 );
             } else {
                 self.action(comp, &cpath, Scope::Compensate(i));
+            }
+        }
+    }
+
+    /// Reminders, timed escalation and the step that "retry with feedback" runs again.
+    fn approval_timers(&mut self, i: usize, a: &ApprovalAction, path: &str) {
+        if let Some(e) = &a.remind_every {
+            self.positive_duration(join(path, "remind_every"), "remind_every", e);
+        }
+        if let Some(e) = &a.escalate_after {
+            self.positive_duration(join(path, "escalate_after"), "escalate_after", e);
+            if a.escalate_to.is_empty() {
+                self.problem(
+                    join(path, "escalate_after"),
+                    "escalate_after needs someone to escalate to; list them in escalate_to",
+                );
+            }
+        }
+        if let Some(target) = &a.retry_step {
+            let def = self.def;
+            let found = def.steps.iter().position(|s| &s.id == target);
+            let upstream = self.upstream(i).clone();
+            match found {
+                Some(j) if upstream.contains(&j) && matches!(def.steps[j].action, StepAction::Agent(_)) => {}
+                Some(j) if !matches!(def.steps[j].action, StepAction::Agent(_)) => self.problem(
+                    join(path, "retry_step"),
+                    format!("retry_step {target:?} is not an agent step; name the agent step whose work is being approved"),
+                ),
+                Some(_) => self.problem(
+                    join(path, "retry_step"),
+                    format!("retry_step {target:?} is not upstream of this approval; add it to depends_on (directly or through other steps)"),
+                ),
+                None => self.problem(
+                    join(path, "retry_step"),
+                    format!("retry_step {target:?} is not a step of this workflow"),
+                ),
             }
         }
     }
