@@ -1,14 +1,10 @@
-//! Lambda function `flowgate-approvals`: Slack interactivity and signed webhook approvals.
+//! Lambda function `flowgate-approvals`: Slack interactivity (`POST /slack/interactions`),
+//! approval decisions (`POST /v1/approvals/{id}/decision`, API key or Standard Webhooks
+//! signature), one-time approval links (`/approvals/link/{token}`) and `GET /v1/approvals`.
 //!
-//! The handler lives here (not in `main.rs`) so tests can call it directly. It is built out in
-//! issue 5 (approvals); until then it refuses every invocation with an error that says so, rather
-//! than pretending to succeed.
+//! The handlers live in `flowgate-api` (one router, one OpenAPI document, one error shape); this
+//! function serves only the approval routes, so a burst of Slack clicks scales on its own and
+//! its IAM role needs only what deciding needs. See [`flowgate_api::approvals_app`].
 
-use lambda_runtime::{Error, LambdaEvent};
-use serde_json::Value;
-
-/// Handle one invocation.
-pub async fn handler(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    tracing::warn!(request_id = %event.context.request_id, "flowgate-approvals is not implemented yet");
-    Err("flowgate-approvals is not implemented yet (issue 5 (approvals)); nothing was done, do not retry".into())
-}
+pub use flowgate_api::approvals_app as app;
+pub use flowgate_api::config::services_from_env;

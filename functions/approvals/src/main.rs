@@ -1,8 +1,9 @@
 use flowgate_shared::telemetry::{self, LogFormat};
-use lambda_runtime::{Error, run, service_fn};
+use lambda_http::{Error, run};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(LogFormat::detect());
-    run(service_fn(flowgate_approvals::handler)).await
+    let services = flowgate_approvals::services_from_env().await?;
+    run(flowgate_approvals::app(services)).await
 }
