@@ -551,7 +551,7 @@ async fn a_failing_receiver_gets_retries_with_backoff_and_the_log_shows_them() {
     );
 
     let entries = log(&fx, &sub).await;
-    let summary: Vec<(u32, Option<u16>, AttemptResult, i64, Option<i64>)> = entries
+    let summary: Vec<_> = entries
         .iter()
         .map(|e| (e.attempt, e.status, e.result, e.at, e.next_retry_at))
         .collect();

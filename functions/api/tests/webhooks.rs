@@ -32,13 +32,15 @@ fn now_ms() -> i64 {
     .unwrap()
 }
 
+/// One request: its headers and raw body.
+type Request = (Vec<(String, String)>, Vec<u8>);
+type Seen = Arc<Mutex<Vec<Request>>>;
+
 /// A local HTTP server that records every request (headers, raw body) and answers `status`.
 struct Receiver {
     url: String,
-    seen: Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>,
+    seen: Seen,
 }
-
-type Seen = Arc<Mutex<Vec<(Vec<(String, String)>, Vec<u8>)>>>;
 
 async fn receive(
     State((seen, status)): State<(Seen, u16)>,
@@ -68,7 +70,7 @@ impl Receiver {
         }
     }
 
-    fn seen(&self) -> Vec<(Vec<(String, String)>, Vec<u8>)> {
+    fn seen(&self) -> Vec<Request> {
         self.seen.lock().unwrap().clone()
     }
 }
@@ -272,7 +274,7 @@ async fn pump_all(api: &TestApi, executor: &Executor, run_id: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let run = api.store.get_run(run_id).await.unwrap().unwrap();
-        if run.status.is_terminal() && api.queue.len() == 0 {
+        if run.status.is_terminal() && api.queue.is_empty() {
             return;
         }
         assert!(
