@@ -463,6 +463,9 @@ pub struct AgentProgress {
     /// Spend of earlier attempts of this step.
     #[serde(default)]
     pub previous_attempts_cost_usd: f64,
+    /// Agent turns of earlier attempts of this step.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub previous_attempts_turns: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

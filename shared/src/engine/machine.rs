@@ -740,23 +740,42 @@ impl Cx<'_> {
             }
             i += 1;
         }
+        let mut obsolete = Vec::new();
         for id in &reset {
             if self.status_of(id) == StepStatus::Running {
                 self.kill_current_agent(id, false);
             }
             let s = self.st(id);
             let prev = std::mem::take(s);
+            // Keep how the step's last approval ended (a late click is refused as closed); one
+            // still open is obsolete now: close it.
+            if let Some(mut a) = prev.approval.clone() {
+                if a.status == ApprovalStatus::Pending {
+                    a.status = ApprovalStatus::Cancelled;
+                    a.remind_at = None;
+                    a.escalate_at = None;
+                    obsolete.push((id.clone(), a.id.clone()));
+                }
+                s.approval = Some(a);
+            }
             let prev_cost = prev
                 .agent
                 .as_ref()
                 .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
                 .unwrap_or(0.0);
+            let s_prev_turns = prev
+                .agent
+                .as_ref()
+                .map(|a| a.turns + a.previous_attempts_turns)
+                .unwrap_or(0);
             s.attempt = prev.attempt;
             s.attempts_before = prev.attempt;
             s.budget_grants = prev.budget_grants;
-            if prev_cost > 0.0 {
+            let prev_turns = s_prev_turns;
+            if prev_cost > 0.0 || prev_turns > 0 {
                 s.agent = Some(AgentProgress {
                     previous_attempts_cost_usd: prev_cost,
+                    previous_attempts_turns: prev_turns,
                     ..AgentProgress::default()
                 });
             }
@@ -772,6 +791,9 @@ impl Cx<'_> {
                     session_id,
                 });
             }
+        }
+        for (step, approval_id) in obsolete {
+            self.close_approval(&step, &approval_id, ApprovalStatus::Cancelled);
         }
         self.log(
             by,
@@ -1094,14 +1116,21 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
                 .unwrap_or(0.0);
+            let s_prev_turns = s
+                .agent
+                .as_ref()
+                .map(|a| a.turns + a.previous_attempts_turns)
+                .unwrap_or(0);
             *s = StepState {
                 attempt,
                 attempts_before: attempt,
                 ..StepState::default()
             };
-            if prev_cost > 0.0 {
+            let prev_turns = s_prev_turns;
+            if prev_cost > 0.0 || prev_turns > 0 {
                 s.agent = Some(AgentProgress {
                     previous_attempts_cost_usd: prev_cost,
+                    previous_attempts_turns: prev_turns,
                     ..AgentProgress::default()
                 });
             }
@@ -1200,13 +1229,21 @@ impl Cx<'_> {
             self.fail_run(RunStatus::TimedOut, "the run's timeout passed".into());
             return true;
         }
-        if self.budget_gate_pending() {
-            return changed; // paused until someone answers the budget question
-        }
+        // While the budget question is open no step starts; timers (waits, timeouts, expiries)
+        // still fire.
+        let paused = self.budget_gate_pending();
         let def = self.def;
         for d in &def.steps {
             if self.run.status != RunStatus::Running {
                 return true;
+            }
+            if paused
+                && matches!(
+                    self.status_of(&d.id),
+                    StepStatus::Pending | StepStatus::Retrying
+                )
+            {
+                continue;
             }
             changed |= self.advance_step(d);
         }
@@ -1246,7 +1283,7 @@ impl Cx<'_> {
                 .steps
                 .values()
                 .filter_map(|s| s.agent.as_ref())
-                .map(|a| a.turns)
+                .map(|a| a.turns + a.previous_attempts_turns)
                 .sum();
             let elapsed = self.run.started_at.map(|t| now - t);
             if let Some(reason) = over_budget(b, self.run.cost_usd(), turns, elapsed) {
@@ -1276,7 +1313,10 @@ impl Cx<'_> {
                 continue;
             }
             let (cost, turns) = s.agent.as_ref().map_or((0.0, 0), |a| {
-                (a.cost_usd + a.previous_attempts_cost_usd, a.turns)
+                (
+                    a.cost_usd + a.previous_attempts_cost_usd,
+                    a.turns + a.previous_attempts_turns,
+                )
             });
             let elapsed = s.started_at.map(|t| now - t);
             let b = &scaled(b, s.budget_grants);
@@ -1327,7 +1367,10 @@ impl Cx<'_> {
         }
         let (cost, turns) = match step {
             Some(id) => self.agent_of(id).map_or((0.0, 0), |a| {
-                (a.cost_usd + a.previous_attempts_cost_usd, a.turns)
+                (
+                    a.cost_usd + a.previous_attempts_cost_usd,
+                    a.turns + a.previous_attempts_turns,
+                )
             }),
             None => (
                 self.run.cost_usd(),
@@ -1335,7 +1378,7 @@ impl Cx<'_> {
                     .steps
                     .values()
                     .filter_map(|s| s.agent.as_ref())
-                    .map(|a| a.turns)
+                    .map(|a| a.turns + a.previous_attempts_turns)
                     .sum(),
             ),
         };
@@ -1883,7 +1926,7 @@ impl Cx<'_> {
         let (attempt, prev_cost) = {
             let s = self.st(&d.id);
             s.attempt += 1;
-            if s.started_at.is_none() || s.attempt == s.attempts_before + 1 {
+            if s.started_at.is_none() {
                 s.started_at = Some(now);
             }
             s.attempt_started_at = Some(now);
@@ -1897,8 +1940,14 @@ impl Cx<'_> {
                 .as_ref()
                 .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
                 .unwrap_or(0.0);
-            (s.attempt, prev)
+            let prev_turns = s
+                .agent
+                .as_ref()
+                .map(|a| a.turns + a.previous_attempts_turns)
+                .unwrap_or(0);
+            (s.attempt, (prev, prev_turns))
         };
+        let (prev_cost, prev_turns) = prev_cost;
         self.log(
             SYSTEM,
             "step.started",
@@ -1928,6 +1977,7 @@ impl Cx<'_> {
                             session_id,
                             max_turns: spec.max_turns,
                             previous_attempts_cost_usd: prev_cost,
+                            previous_attempts_turns: prev_turns,
                             ..AgentProgress::default()
                         });
                         self.effects.push(Effect::StartAgent {
@@ -2429,22 +2479,31 @@ pub fn next_timer(run: &Run, def: &WorkflowDefinition) -> Option<Millis> {
     match run.status {
         RunStatus::Running => {
             take(run.deadline);
-            let budget_end = |b: &Option<Budget>, from: Option<Millis>| {
-                Some(from? + b.as_ref()?.max_duration.as_ref()?.millis_i64())
+            let paused = run
+                .budget_gate
+                .as_ref()
+                .is_some_and(|g| g.approval.status == ApprovalStatus::Pending);
+            // Budgets are checked again once the question is answered; a granted budget ends
+            // later.
+            let budget_end = |b: &Option<Budget>, grants: u32, from: Option<Millis>| {
+                let b = scaled(b.as_ref()?, grants);
+                Some(from? + b.max_duration.as_ref()?.millis_i64())
             };
-            take(budget_end(&def.budget, run.started_at));
-            for d in &def.steps {
-                if let StepAction::Agent(a) = &d.action
-                    && a.budget.is_some()
-                    && let Some(s) = run.steps.get(&d.id)
-                    && s.status == StepStatus::Running
-                {
-                    take(budget_end(&a.budget, s.started_at));
+            if !paused {
+                take(budget_end(&def.budget, run.budget_grants, run.started_at));
+                for d in &def.steps {
+                    if let StepAction::Agent(a) = &d.action
+                        && a.budget.is_some()
+                        && let Some(s) = run.steps.get(&d.id)
+                        && s.status == StepStatus::Running
+                    {
+                        take(budget_end(&a.budget, s.budget_grants, s.started_at));
+                    }
                 }
             }
             for s in run.steps.values() {
                 match s.status {
-                    StepStatus::Retrying => take(s.timer_at),
+                    StepStatus::Retrying if !paused => take(s.timer_at),
                     StepStatus::Running => {
                         take(s.deadline);
                         if s.agent.is_none() && !s.effect_pending {
