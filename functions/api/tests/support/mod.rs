@@ -116,8 +116,15 @@ impl TestApi {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let html = headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/html"));
         let body = if bytes.is_empty() {
             Value::Null
+        } else if html {
+            // Approval link pages are HTML; keep the text.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 panic!(
@@ -233,3 +240,153 @@ steps:
 outputs:
   result: "${{ steps.build.output }}"
 "#;
+
+/// What [`TestApi::start_with`] sets up beyond [`TestApi::start`]'s defaults: Slack (a bot
+/// token, an API base URL such as a wiremock server, a default channel), the approval routes'
+/// secrets, approval links, more API keys, and the clock the API's handlers read.
+#[derive(Default)]
+pub struct TestOptions {
+    /// Slack, public URL and link key: built into the notifier the API and the executor share.
+    pub notify: flowgate_shared::notify::config::NotifyConfig,
+    /// Slack signing secret, Standard Webhooks secrets and the webhook principal.
+    pub approvals: flowgate_api::ApprovalSettings,
+    /// More API keys as `(principal, key)`, accepted beside [`KEY`] (for [`PRINCIPAL`]).
+    pub extra_keys: Vec<(String, String)>,
+    /// The clock the handlers read (signature windows, link expiry, start times); the
+    /// executor keeps the system clock. Default: the system clock.
+    pub api_clock: Option<Arc<dyn flowgate_shared::runtime::Clock>>,
+    /// Default: [`SimulatorConfig::fast`].
+    pub simulator: Option<SimulatorConfig>,
+}
+
+/// A response read as bytes (HTML pages, empty bodies).
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawAnswer {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl TestApi {
+    /// An API configured by `options`, whose executor has the notifier, so deliveries (Slack
+    /// messages, webhooks) are sent when the queue is pumped.
+    pub async fn start_with(options: TestOptions) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(EmbeddedStore::open(dir.path()).expect("open store"));
+        let queue = Arc::new(MemQueue::new(Duration::from_secs(30)));
+        let sim = Simulator::start(options.simulator.unwrap_or_else(SimulatorConfig::fast))
+            .await
+            .expect("simulator");
+        let agent = Arc::new(
+            AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
+                .expect("agent client"),
+        );
+        let notifier = Arc::new(options.notify.build(store.clone()).expect("notifier"));
+        let executor = Arc::new(
+            Executor::new(
+                store.clone(),
+                store.clone(),
+                queue.clone(),
+                agent.clone(),
+                Arc::new(SystemClock),
+            )
+            .expect("executor")
+            .with_notifier(notifier.clone()),
+        );
+        let keys = if options.extra_keys.is_empty() {
+            ApiKeys::single(PRINCIPAL, KEY)
+        } else {
+            let spec = std::iter::once((PRINCIPAL.to_string(), KEY.to_string()))
+                .chain(options.extra_keys)
+                .map(|(principal, key)| format!("{principal}={}", flowgate_api::hash_key(&key)))
+                .collect::<Vec<_>>()
+                .join(",");
+            ApiKeys::from_hashes(&spec).expect("API keys")
+        };
+        let services = Services {
+            store: store.clone(),
+            workflows: store.clone(),
+            queue: queue.clone(),
+            executor: executor.clone(),
+            agent,
+            clock: options.api_clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            keys: Arc::new(keys),
+            notifier,
+            approvals: Arc::new(options.approvals),
+        };
+        TestApi {
+            app: app(services),
+            store,
+            queue,
+            executor,
+            sim,
+            _dir: dir,
+        }
+    }
+
+    /// Like [`TestApi::call`], with another API key (or none).
+    pub async fn call_as(
+        &self,
+        key: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            req = req.header("x-api-key", key);
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header("content-type", "application/json");
+                Body::from(serde_json::to_vec(&v).expect("json"))
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).expect("request")).await
+    }
+
+    /// Send a request and keep the body as bytes.
+    pub async fn send_raw(&self, req: Request<Body>) -> RawAnswer {
+        let res = self.app.clone().oneshot(req).await.expect("infallible");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        RawAnswer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Handle every message that is due now (deliveries, deferred effects), until the queue
+    /// has nothing visible for `quiet`. Delayed messages (timers) stay queued.
+    pub async fn pump_due(&self, quiet: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let batch = self.queue.receive(10, quiet).await.expect("receive");
+            if batch.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the queue never went quiet");
+            for received in batch {
+                if let Err(e) = self.executor.handle(&received.message).await {
+                    assert!(!e.is_retryable(), "retryable failure in a test: {e}");
+                }
+                self.queue.ack(&received.receipt).await.expect("ack");
+            }
+        }
+    }
+}
