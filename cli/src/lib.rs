@@ -13,6 +13,7 @@ use flowgate_shared::duration::DurationSpec;
 
 pub mod serve;
 
+pub mod approvals;
 pub mod commands;
 pub mod output;
 pub mod progress;
@@ -78,6 +79,9 @@ pub enum Command {
     /// The commands that call a Flowgate API (`flowgate serve`, or a deployed one).
     #[command(flatten)]
     Api(commands::ApiCommand),
+    /// Approvals and webhook subscriptions, through the same API.
+    #[command(flatten)]
+    Approvals(approvals::ApprovalCommand),
 }
 
 /// The `FLOWGATE_API_KEY_HASHES` entry for the key on the first line of `input`.

@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Api(command) => flowgate_cli::commands::main(&cli.api, command),
+        Command::Approvals(command) => flowgate_cli::approvals::main(&cli.api, command),
         Command::Validate { files, json } => {
             match flowgate_cli::validate(&files, json, &mut std::io::stdout()) {
                 Ok(true) => ExitCode::SUCCESS,

@@ -17,12 +17,15 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{
-    API_KEY_HEADER, AgentWorkflowList, CancelRequest, CommandResponse, ErrorBody, EventList,
-    Health, IDEMPOTENCY_KEY_HEADER, ListRunsParams, MessageRequest, ProblemView, RetryRequest,
+    API_KEY_HEADER, AgentWorkflowList, ApprovalList, CancelRequest, CommandResponse,
+    CreateWebhookRequest, DecisionRequest, DecisionResponse, ErrorBody, EventList, Health,
+    IDEMPOTENCY_KEY_HEADER, ListRunsParams, MessageRequest, ProblemView, RetryRequest,
     RollbackRequest, RunDetail, RunList, SessionList, SessionView, StartRunRequest,
-    StartRunResponse, ValidationReport, WorkflowDetail, WorkflowList,
+    StartRunResponse, Subscription, ValidationReport, WebhookCreated, WebhookDeliveriesParams,
+    WebhookDeliveryList, WebhookList, WorkflowDetail, WorkflowList,
 };
 use crate::agent::error::snippet;
+use crate::model::ApprovalStatus;
 
 /// Where `flowgate serve` listens unless told otherwise.
 pub const DEFAULT_BASE_URL: &str = "http://127.0.0.1:8787";
@@ -189,6 +192,42 @@ pub struct PutWorkflowResponse {
     pub workflow: WorkflowDetail,
     /// `true` for 201 (a new workflow), `false` for 200 (a new version of an existing one).
     pub created: bool,
+}
+
+/// Which approvals [`FlowgateClient::list_approvals`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalFilter {
+    /// Only approvals in this state (`pending` is what the API lists when no filter is sent).
+    Status(ApprovalStatus),
+    /// Open and decided approvals alike.
+    All,
+}
+
+impl ApprovalFilter {
+    /// The `status` query value: a status name, or `all`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalFilter::Status(status) => status.as_str(),
+            ApprovalFilter::All => "all",
+        }
+    }
+}
+
+impl fmt::Display for ApprovalFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Query of [`FlowgateClient::list_approvals`]; every field left `None` takes the API's
+/// default (pending approvals of every workflow, at most 50).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListApprovalsParams {
+    pub status: Option<ApprovalFilter>,
+    /// Only approvals of this workflow's runs.
+    pub workflow: Option<String>,
+    /// At most this many (the API takes 1 to 100).
+    pub limit: Option<u32>,
 }
 
 /// Client of the Flowgate HTTP API (`/v1/...`).
@@ -511,6 +550,103 @@ impl FlowgateClient {
     }
 
     // -----------------------------------------------------------------------------------------
+    // Approvals
+    // -----------------------------------------------------------------------------------------
+
+    /// `GET /v1/approvals`: approvals, newest request first (pending ones unless
+    /// `params.status` says otherwise).
+    pub async fn list_approvals(
+        &self,
+        params: &ListApprovalsParams,
+    ) -> Result<ApprovalList, ClientError> {
+        #[derive(Serialize)]
+        struct Query<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            status: Option<&'static str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            workflow: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            limit: Option<u32>,
+        }
+        let query = Query {
+            status: params.status.map(ApprovalFilter::as_str),
+            workflow: params.workflow.as_deref(),
+            limit: params.limit,
+        };
+        self.get(&["v1", "approvals"], &query).await
+    }
+
+    /// `POST /v1/approvals/{id}/decision`, decided as the API key's principal. The id
+    /// (`{run_id}.{step}.{attempt}`) keeps its dots. Repeating a decision that may have been
+    /// applied ([`ClientError::outcome_unknown`]) is safe: a repeat by the same approver
+    /// changes nothing, and a decision that closed the approval answers 409.
+    pub async fn decide_approval(
+        &self,
+        approval_id: &str,
+        request: &DecisionRequest,
+    ) -> Result<DecisionResponse, ClientError> {
+        let id = segment("approval id", approval_id)?;
+        let segments = ["v1", "approvals", id, "decision"];
+        let builder = self.request(Method::POST, &segments).json(request);
+        self.send(Method::POST, &segments, builder)
+            .await
+            .and_then(|answer| answer.decode())
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Webhooks
+    // -----------------------------------------------------------------------------------------
+
+    /// `POST /v1/webhooks`: subscribes a URL. The answer is the only one that carries the
+    /// signing secret. Not idempotent: after an error with [`ClientError::outcome_unknown`],
+    /// look for the URL in [`FlowgateClient::list_webhooks`] before creating it again.
+    pub async fn create_webhook(
+        &self,
+        request: &CreateWebhookRequest,
+    ) -> Result<WebhookCreated, ClientError> {
+        let segments = ["v1", "webhooks"];
+        let builder = self.request(Method::POST, &segments).json(request);
+        self.send(Method::POST, &segments, builder)
+            .await
+            .and_then(|answer| answer.decode())
+    }
+
+    /// `GET /v1/webhooks`: every subscription, oldest first, without secrets.
+    pub async fn list_webhooks(&self) -> Result<WebhookList, ClientError> {
+        self.get(&["v1", "webhooks"], &()).await
+    }
+
+    /// `GET /v1/webhooks/{id}`.
+    pub async fn get_webhook(&self, webhook_id: &str) -> Result<Subscription, ClientError> {
+        let id = segment("webhook id", webhook_id)?;
+        self.get(&["v1", "webhooks", id], &()).await
+    }
+
+    /// `DELETE /v1/webhooks/{id}`. Deliveries already queued for it are dropped unsent.
+    pub async fn delete_webhook(&self, webhook_id: &str) -> Result<(), ClientError> {
+        let id = segment("webhook id", webhook_id)?;
+        let segments = ["v1", "webhooks", id];
+        let builder = self.request(Method::DELETE, &segments);
+        self.send(Method::DELETE, &segments, builder).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/webhooks/{id}/deliveries`: one entry per delivery attempt, newest first;
+    /// `limit` is 1 to 100 (the API's default is 20).
+    pub async fn webhook_deliveries(
+        &self,
+        webhook_id: &str,
+        limit: Option<u32>,
+    ) -> Result<WebhookDeliveryList, ClientError> {
+        let id = segment("webhook id", webhook_id)?;
+        self.get(
+            &["v1", "webhooks", id, "deliveries"],
+            &WebhookDeliveriesParams { limit },
+        )
+        .await
+    }
+
+    // -----------------------------------------------------------------------------------------
     // Plumbing
     // -----------------------------------------------------------------------------------------
 
@@ -674,10 +810,16 @@ fn fallback_code(status: StatusCode) -> String {
     code.to_string()
 }
 
-/// A path segment that must not be empty (an empty id would address another route).
+/// A path segment that must not be empty, `.` or `..`: the URL would drop it, and the request
+/// would address another route. Anything else is percent-encoded by [`FlowgateClient::url`]
+/// (`/` included), and dots inside an id (approval ids have them) stay as they are.
 fn segment<'a>(what: &str, value: &'a str) -> Result<&'a str, ClientError> {
     if value.trim().is_empty() {
         Err(ClientError::InvalidRequest(format!("the {what} is empty")))
+    } else if matches!(value, "." | "..") {
+        Err(ClientError::InvalidRequest(format!(
+            "the {what} {value:?} cannot be part of a URL path; copy the id from the listing"
+        )))
     } else {
         Ok(value)
     }
@@ -760,6 +902,27 @@ mod tests {
             client.url(&["v1", "runs", "a/b c"]).as_str(),
             "https://api.example.com/prod/v1/runs/a%2Fb%20c"
         );
+        assert_eq!(
+            client
+                .url(&["v1", "approvals", "r-1.review.2", "decision"])
+                .as_str(),
+            "https://api.example.com/prod/v1/approvals/r-1.review.2/decision"
+        );
+    }
+
+    #[test]
+    fn segments_the_url_would_drop_are_refused() {
+        for bad in ["", "  ", ".", ".."] {
+            assert!(
+                matches!(
+                    segment("approval id", bad),
+                    Err(ClientError::InvalidRequest(_))
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(segment("approval id", "r.s.1").ok(), Some("r.s.1"));
+        assert_eq!(segment("approval id", "...").ok(), Some("..."));
     }
 
     #[test]
