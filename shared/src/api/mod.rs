@@ -183,7 +183,9 @@ pub struct ApprovalView {
     pub run_id: String,
     /// The approval step, or the step whose budget was crossed (empty for the run's budget).
     pub step: String,
-    /// `step` (an approval step) or `budget` ("continue past the budget?").
+    /// `step` (an approval step) or `budget` ("continue past the budget?"); servers from
+    /// before budget gates send none, which reads as `step`.
+    #[serde(default)]
     pub kind: ApprovalKind,
     pub status: ApprovalStatus,
     pub message: String,
