@@ -9,6 +9,9 @@
 //!
 //! ```text
 //! cargo run --release -p flowgate-api --example approval_clicks -- --runs 2000 --concurrency 8
+//! # the Lambda's path, on moto (scripts/moto_server.py) instead of the embedded store:
+//! AWS_ENDPOINT_URL=http://127.0.0.1:5123 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test \
+//!   AWS_SECRET_ACCESS_KEY=test cargo run --release -p flowgate-api --example approval_clicks -- --moto --runs 300
 //! ```
 
 use std::sync::Arc;
@@ -17,13 +20,15 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::http::Request;
 use flowgate_api::{ApiKeys, ApprovalSettings, Services};
+use flowgate_shared::adapters::dynamodb::DynamoStore;
 use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
+use flowgate_shared::adapters::sqs::SqsQueue;
 use flowgate_shared::agent::{AgentClient, AgentClientConfig};
 use flowgate_shared::definition::parse_definition;
 use flowgate_shared::model::ApprovalStatus;
 use flowgate_shared::notify::config::NotifyConfig;
-use flowgate_shared::ports::{RunStore, WorkQueue, WorkflowStore};
+use flowgate_shared::ports::{RecordStore, RunStore, WorkQueue, WorkflowStore};
 use flowgate_shared::runtime::{Clock, Executor, NewRun, SystemClock, start_run};
 use flowgate_shared::signing::sign_slack;
 use futures::StreamExt;
@@ -74,6 +79,25 @@ fn click_body(approval_id: &str) -> String {
     format!("payload={encoded}")
 }
 
+/// A store with every port the click path uses.
+trait Backend: RunStore + WorkflowStore + RecordStore {
+    fn records(self: Arc<Self>) -> Arc<dyn RecordStore>;
+    fn runs(self: Arc<Self>) -> Arc<dyn RunStore>;
+    fn workflows(self: Arc<Self>) -> Arc<dyn WorkflowStore>;
+}
+
+impl<T: RunStore + WorkflowStore + RecordStore + 'static> Backend for T {
+    fn records(self: Arc<Self>) -> Arc<dyn RecordStore> {
+        self
+    }
+    fn runs(self: Arc<Self>) -> Arc<dyn RunStore> {
+        self
+    }
+    fn workflows(self: Arc<Self>) -> Arc<dyn WorkflowStore> {
+        self
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -83,20 +107,46 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs = arg("--runs", 2000);
     let concurrency = arg("--concurrency", 8).max(1);
+    let moto = std::env::args().any(|a| a == "--moto");
     let dir = tempfile::tempdir()?;
-    let store = Arc::new(EmbeddedStore::open(dir.path())?);
-    let queue = Arc::new(MemQueue::new(Duration::from_secs(30)));
+    // `--moto`: DynamoDB and SQS on the moto server at AWS_ENDPOINT_URL (the Lambda's path:
+    // GetItem, TransactWriteItems, SendMessage per click), else the embedded store and queue.
+    let (store, queue, backend): (Arc<dyn Backend>, Arc<dyn WorkQueue>, &str) = if moto {
+        let config = flowgate_shared::adapters::aws_config(None).await;
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let dynamo = aws_sdk_dynamodb::Client::new(&config);
+        let table = format!("flowgate-clicks-{suffix}");
+        DynamoStore::create_table(&dynamo, &table).await?;
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let queue = SqsQueue::create_queue(
+            &sqs,
+            &format!("flowgate-clicks-{suffix}"),
+            Duration::from_secs(30),
+        )
+        .await?;
+        (
+            Arc::new(DynamoStore::new(dynamo, table)),
+            Arc::new(queue),
+            "DynamoDB + SQS on moto",
+        )
+    } else {
+        (
+            Arc::new(EmbeddedStore::open(dir.path())?),
+            Arc::new(MemQueue::new(Duration::from_secs(30))),
+            "embedded store",
+        )
+    };
     // No agent step runs here; the client only has to exist.
     let agent = Arc::new(AgentClient::new(
         "http://127.0.0.1:9",
         "unused",
         AgentClientConfig::default(),
     )?);
-    let notifier = Arc::new(NotifyConfig::default().build(store.clone())?);
+    let notifier = Arc::new(NotifyConfig::default().build(store.clone().records())?);
     let executor = Arc::new(
         Executor::new(
-            store.clone(),
-            store.clone(),
+            store.clone().runs(),
+            store.clone().workflows(),
             queue.clone(),
             agent.clone(),
             Arc::new(SystemClock),
@@ -125,7 +175,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         approvals.push(started.run_id);
     }
     loop {
-        let got = queue.receive(64, Duration::from_millis(50)).await?;
+        let wait = Duration::from_millis(if moto { 1000 } else { 50 });
+        let got = queue.receive(64, wait).await?;
         if got.is_empty() {
             break;
         }
@@ -142,8 +193,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let services = Services {
-        store: store.clone(),
-        workflows: store.clone(),
+        store: store.clone().runs(),
+        workflows: store.clone().workflows(),
         queue: queue.clone(),
         executor,
         agent,
@@ -193,7 +244,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     times.sort();
     println!(
-        "approval clicks (embedded store, {runs} approvals, {concurrency} at a time): \
+        "approval clicks ({backend}, {runs} approvals, {concurrency} at a time): \
          p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} clicks/s; all {runs} decisions recorded",
         percentile(&times, 0.50).as_secs_f64() * 1e3,
         percentile(&times, 0.99).as_secs_f64() * 1e3,
