@@ -434,7 +434,7 @@ async fn status_prints_the_run_and_its_steps() {
     detail["session_name"] = json!("feat-auth");
     detail["open_approvals"] = json!([{
         "id": "a-1", "run_id": "r-1", "step": "review", "status": "pending",
-        "message": "Ship it?", "approvers": ["alice", "bob"], "required": 1,
+        "kind": "step", "message": "Ship it?", "approvers": ["alice", "bob"], "required": 1,
         "requested_at": 1, "decisions": []
     }]);
     Mock::given(method("GET"))
