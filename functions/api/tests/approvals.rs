@@ -999,6 +999,59 @@ async fn a_retried_approval_message_loses_its_buttons_and_shows_the_feedback() {
     assert!(!shown.contains("\"actions\""), "{shown}");
 }
 
+#[tokio::test]
+async fn a_late_close_delivery_updates_the_replaced_approvals_message() {
+    let f = pending(REVIEWED, None).await;
+    let message_ts = f.approval_posted().await;
+    let metadata = open_modal(&f, "retry", &message_ts).await;
+    let answer = f
+        .api
+        .send_raw(signed(&submission(APPROVER, &metadata, "use postgres")))
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text());
+    let old_id = f.approval_id.clone();
+    // The closed approval as the decision left it: what the close delivery carries.
+    let current = f.api.store.get_run(&f.run_id).await.unwrap().unwrap();
+    let closed = review(&current).cloned().unwrap();
+    assert_eq!(closed.status, ApprovalStatus::Retried);
+    let run = f
+        .api
+        .pump_until(&f.run_id, Duration::from_secs(20), |r| {
+            review(r).is_some_and(|a| a.id != old_id && a.status == ApprovalStatus::Pending)
+        })
+        .await;
+    assert!(
+        run.approval(&old_id).is_none(),
+        "the newer attempt replaced it"
+    );
+    f.api.pump_due(Duration::from_millis(100)).await;
+    let before = updates_of(&slack_calls(&f.slack).await, &message_ts).len();
+
+    // A retry of the close delivery (e.g. after a Slack rate limit) arrives now.
+    let late = flowgate_shared::ports::WorkMessage::Deliver {
+        run_id: f.run_id.clone(),
+        delivery: flowgate_shared::notify::Delivery::ApprovalClosed {
+            step: "review".into(),
+            approval_id: old_id.clone(),
+            status: ApprovalStatus::Retried,
+            approval: Some(closed),
+        },
+        attempt: 2,
+        not_before: None,
+    };
+    f.api.executor.handle(&late).await.unwrap();
+    let calls = slack_calls(&f.slack).await;
+    let updates = updates_of(&calls, &message_ts);
+    assert_eq!(
+        updates.len(),
+        before + 1,
+        "the old message is updated again"
+    );
+    let shown = updates.last().unwrap().body["blocks"].to_string();
+    assert!(shown.contains("Sent back for a retry"), "{shown}");
+    assert!(!shown.contains("\"actions\""), "{shown}");
+}
+
 // ----- 5. who may decide -----------------------------------------------------------------------
 
 /// `snapshot()` without the queue line (a refused click queues its ephemeral reply).

@@ -46,6 +46,10 @@ pub enum Delivery {
         step: String,
         approval_id: String,
         status: ApprovalStatus,
+        /// The approval as it was closed: a later attempt may have replaced it in the run by
+        /// the time this delivery (or a retry of it) runs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        approval: Option<crate::model::ApprovalState>,
     },
     /// A run lifecycle event: refresh the run thread, reply in it, fan out to webhooks.
     Lifecycle {

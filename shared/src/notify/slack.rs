@@ -189,7 +189,9 @@ impl SlackOut {
             && let Some(id) = data.get("approval_id").and_then(Value::as_str)
         {
             // N of M: show who approved so far, keep the buttons.
-            return self.approval_progress(run, def, id, links, attempt).await;
+            return self
+                .approval_progress(run, def, id, None, links, attempt)
+                .await;
         }
         if matches!(event, "approval.requested" | "run.started") {
             return Outcome::Done;
@@ -345,15 +347,22 @@ impl SlackOut {
         Outcome::Done
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn approval_progress(
         &self,
         run: &Run,
         def: &WorkflowDefinition,
         approval_id: &str,
+        closed: Option<(&str, &ApprovalState)>,
         links: &LinkConfig,
         attempt: u32,
     ) -> Outcome {
-        let Some((step, approval)) = run.approval(approval_id) else {
+        // The run's current state, else the approval as it was closed (a newer attempt may
+        // have replaced it since).
+        let found = run
+            .approval(approval_id)
+            .or_else(|| closed.map(|(step, a)| (Some(step).filter(|s| !s.is_empty()), a)));
+        let Some((step, approval)) = found else {
             return Outcome::Done;
         };
         let reference = match self.message_ref(APPROVAL_MESSAGES, approval_id).await {
@@ -377,15 +386,17 @@ impl SlackOut {
     }
 
     /// Replace the approval message's buttons with the decision: what, who, when.
+    #[allow(clippy::too_many_arguments)]
     pub async fn approval_closed(
         &self,
         run: &Run,
         def: &WorkflowDefinition,
         approval_id: &str,
+        closed: Option<(&str, &ApprovalState)>,
         links: &LinkConfig,
         attempt: u32,
     ) -> Outcome {
-        self.approval_progress(run, def, approval_id, links, attempt)
+        self.approval_progress(run, def, approval_id, closed, links, attempt)
             .await
     }
 

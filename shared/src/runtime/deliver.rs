@@ -20,7 +20,11 @@ pub const MAX_DELIVERY_ATTEMPTS: u32 = 8;
 
 impl Executor {
     /// The delivery an effect asks for, if it is a notification effect.
-    pub(super) fn delivery_for(&self, effect: &Effect) -> Option<Delivery> {
+    pub(super) fn delivery_for(
+        &self,
+        run: &crate::model::Run,
+        effect: &Effect,
+    ) -> Option<Delivery> {
         let now = self.clock.now_ms();
         match effect {
             Effect::RequestApproval {
@@ -56,6 +60,7 @@ impl Executor {
                 step: step.clone(),
                 approval_id: approval_id.clone(),
                 status: *status,
+                approval: run.approval(approval_id).map(|(_, a)| a.clone()),
             }),
             Effect::Emit { event, step, data } => Some(Delivery::Lifecycle {
                 event: event.clone(),
@@ -265,9 +270,15 @@ impl Executor {
                     Outcome::Done
                 }
             },
-            Delivery::ApprovalClosed { approval_id, .. } => match slack {
+            Delivery::ApprovalClosed {
+                step,
+                approval_id,
+                approval,
+                ..
+            } => match slack {
                 Some(s) => {
-                    s.approval_closed(&run, &def, approval_id, links, attempt)
+                    let closed = approval.as_ref().map(|a| (step.as_str(), a));
+                    s.approval_closed(&run, &def, approval_id, closed, links, attempt)
                         .await
                 }
                 None => Outcome::Done,

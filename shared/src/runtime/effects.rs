@@ -35,7 +35,7 @@ impl Executor {
     ) -> Result<Option<Event>, ExecError> {
         let run = &applied.run;
         if self.notifier.is_some()
-            && let Some(delivery) = self.delivery_for(effect)
+            && let Some(delivery) = self.delivery_for(run, effect)
         {
             self.queue_delivery(&run.id, delivery).await?;
             return Ok(None);
