@@ -1070,3 +1070,12 @@ fn bad_payloads_are_refused_with_a_named_problem() {
         "invalid_payload"
     );
 }
+
+/// `form_body` encodes a payload the way Slack does: the S2 JSON gives S2's raw body exactly.
+#[test]
+fn form_body_reproduces_the_s2_raw_body() {
+    let json = r#"{"type":"block_actions","user":{"id":"U2CERLKJA","username":"roadrunner","team_id":"T1DC2JH3J"},"api_app_id":"A0FLOWGATE","team":{"id":"T1DC2JH3J","domain":"testteamnow"},"container":{"type":"message","message_ts":"1531420600.000100","channel_id":"G8PSS9T3V","is_ephemeral":false},"trigger_id":"398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c","channel":{"id":"G8PSS9T3V","name":"foobar"},"response_url":"https://hooks.slack.com/actions/T1DC2JH3J/397700885554/96rGlfmibIGlgcZRskXaIFfN","actions":[{"type":"button","action_id":"approve","block_id":"approval-run0001-step4","value":"approve","action_ts":"1531420618.123456"}]}"#;
+    let body = flowgate_shared::slack::interaction::form_body(json);
+    assert_eq!(body.len(), 948);
+    assert_eq!(body, S2_BODY);
+}

@@ -22,6 +22,7 @@ use flowgate_shared::notify::config::NotifyConfig;
 use flowgate_shared::ports::{RunStore, WorkflowStore};
 use flowgate_shared::runtime::{Clock, Executor, NewRun, SystemClock, start_run};
 use flowgate_shared::signing::sign_slack;
+use flowgate_shared::slack::interaction::form_body;
 use flowgate_tests::runtime::{MotoPorts, moto_ports};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -169,10 +170,7 @@ impl World {
 
     /// POST a Slack interaction `payload` signed as Slack signs it (raw form body, now).
     async fn slack(&self, payload: &Value) -> (u16, Value) {
-        let body = format!(
-            "payload={}",
-            form_encode(&serde_json::to_string(payload).unwrap())
-        );
+        let body = form_body(&serde_json::to_string(payload).unwrap());
         let ts = SystemClock.now_ms() / 1000;
         let request = Request::post("/slack/interactions")
             .header("content-type", "application/x-www-form-urlencoded")
@@ -198,18 +196,6 @@ impl World {
         let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         (status, value)
     }
-}
-
-/// Percent-encode every reserved character, as Slack does (`quote(json, safe="")`).
-fn form_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// A `block_actions` click, shaped like `events/approvals/slack-block-actions.json`.

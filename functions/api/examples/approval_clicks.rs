@@ -66,17 +66,7 @@ fn click_body(approval_id: &str) -> String {
         "actions": [{"type": "button", "action_id": "approve",
                      "block_id": format!("approval:{approval_id}"), "value": "approve"}]
     });
-    let json = payload.to_string();
-    let encoded: String = json
-        .bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect();
-    format!("payload={encoded}")
+    flowgate_shared::slack::interaction::form_body(&payload.to_string())
 }
 
 /// A store with every port the click path uses.

@@ -729,17 +729,7 @@ impl Cx<'_> {
     /// Run `target` again with the feedback added to its message, in the same agent
     /// conversation, and everything downstream of it (including the approval) after it.
     fn retry_with_feedback(&mut self, target: &str, by: &str, text: &str) {
-        let mut reset = vec![target.to_string()];
-        let mut i = 0;
-        while i < reset.len() {
-            let id = reset[i].clone();
-            for d in &self.def.steps {
-                if d.depends_on.contains(&id) && !reset.contains(&d.id) {
-                    reset.push(d.id.clone());
-                }
-            }
-            i += 1;
-        }
+        let reset = with_downstream(self.def, vec![target.to_string()]);
         let mut obsolete = Vec::new();
         for id in &reset {
             if self.status_of(id) == StepStatus::Running {
@@ -758,27 +748,11 @@ impl Cx<'_> {
                 }
                 s.approval = Some(a);
             }
-            let prev_cost = prev
-                .agent
-                .as_ref()
-                .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
-                .unwrap_or(0.0);
-            let s_prev_turns = prev
-                .agent
-                .as_ref()
-                .map(|a| a.turns + a.previous_attempts_turns)
-                .unwrap_or(0);
-            s.attempt = prev.attempt;
-            s.attempts_before = prev.attempt;
-            s.budget_grants = prev.budget_grants;
-            let prev_turns = s_prev_turns;
-            if prev_cost > 0.0 || prev_turns > 0 {
-                s.agent = Some(AgentProgress {
-                    previous_attempts_cost_usd: prev_cost,
-                    previous_attempts_turns: prev_turns,
-                    ..AgentProgress::default()
-                });
-            }
+            let grants = prev.budget_grants;
+            let approval = s.approval.take();
+            *s = fresh_state(&prev);
+            s.approval = approval;
+            s.budget_grants = grants;
             if id == target {
                 let session_id = prev
                     .agent
@@ -1082,7 +1056,7 @@ impl Cx<'_> {
                 status: self.run.status.to_string(),
             });
         }
-        let mut reset: Vec<String> = match from_step {
+        let reset: Vec<String> = match from_step {
             Some(id) => {
                 if self.def.step(id).is_none() {
                     return Err(Rejection::UnknownStep(id.to_string()));
@@ -1098,42 +1072,10 @@ impl Cx<'_> {
                 .collect(),
         };
         // Everything downstream of a reset step runs again too.
-        let mut i = 0;
-        while i < reset.len() {
-            let id = reset[i].clone();
-            for d in &self.def.steps {
-                if d.depends_on.contains(&id) && !reset.contains(&d.id) {
-                    reset.push(d.id.clone());
-                }
-            }
-            i += 1;
-        }
+        let reset = with_downstream(self.def, reset);
         for id in &reset {
             let s = self.st(id);
-            let attempt = s.attempt;
-            let prev_cost = s
-                .agent
-                .as_ref()
-                .map(|a| a.cost_usd + a.previous_attempts_cost_usd)
-                .unwrap_or(0.0);
-            let s_prev_turns = s
-                .agent
-                .as_ref()
-                .map(|a| a.turns + a.previous_attempts_turns)
-                .unwrap_or(0);
-            *s = StepState {
-                attempt,
-                attempts_before: attempt,
-                ..StepState::default()
-            };
-            let prev_turns = s_prev_turns;
-            if prev_cost > 0.0 || prev_turns > 0 {
-                s.agent = Some(AgentProgress {
-                    previous_attempts_cost_usd: prev_cost,
-                    previous_attempts_turns: prev_turns,
-                    ..AgentProgress::default()
-                });
-            }
+            *s = fresh_state(s);
         }
         self.run.status = RunStatus::Running;
         self.run.completed_at = None;
@@ -2423,6 +2365,43 @@ fn poll_lost_at(a: &AgentProgress, polling: &PollingPolicy) -> Option<Millis> {
     let polled = a.polled_at?;
     let due = a.next_poll_at.unwrap_or(polled).max(polled);
     Some(due.max(polled + POLL_HEARTBEAT_MS) + polling.max.millis_i64() + POLL_LOST_AFTER_MS)
+}
+
+/// `roots` and every step that depends on one of them, directly or not (roots first).
+fn with_downstream(def: &WorkflowDefinition, mut steps: Vec<String>) -> Vec<String> {
+    let mut i = 0;
+    while i < steps.len() {
+        let id = steps[i].clone();
+        for d in &def.steps {
+            if d.depends_on.contains(&id) && !steps.contains(&d.id) {
+                steps.push(d.id.clone());
+            }
+        }
+        i += 1;
+    }
+    steps
+}
+
+/// The state of a step that runs again (manual retry, retry with feedback): attempts keep
+/// counting so every attempt's agent session name stays unique, the retry policy counts from
+/// here, and the agent spend of earlier attempts stays for the step's budget.
+fn fresh_state(prev: &StepState) -> StepState {
+    let (cost, turns) = prev.agent.as_ref().map_or((0.0, 0), |a| {
+        (
+            a.cost_usd + a.previous_attempts_cost_usd,
+            a.turns + a.previous_attempts_turns,
+        )
+    });
+    StepState {
+        attempt: prev.attempt,
+        attempts_before: prev.attempt,
+        agent: (cost > 0.0 || turns > 0).then(|| AgentProgress {
+            previous_attempts_cost_usd: cost,
+            previous_attempts_turns: turns,
+            ..AgentProgress::default()
+        }),
+        ..StepState::default()
+    }
 }
 
 /// A budget after `grants` approvals to continue: each allows one more budget's worth.
