@@ -2,6 +2,12 @@
 //! `${{ steps.<id>.output.field.sub }}`, `${{ steps.<id>.status }}`, `${{ run.id }}`,
 //! `${{ run.workflow }}`.
 //!
+//! Completion templates (the `inputs` of a `workflow_completed` trigger, rendered with
+//! [`render_completion`] against the run that finished) may also read how that run ended:
+//! `${{ run.status }}`, `${{ run.error }}`, `${{ run.outputs }}` and `${{ run.outputs.name[.field] }}`.
+//! Step templates may not: while a run is running it has no status worth branching on and no
+//! outputs yet, so such a reference in a step is refused instead of quietly rendering empty.
+//!
 //! The language is deliberately tiny: a template only *reads* values (no expressions, filters or
 //! conditionals), so a definition can be checked completely before it runs — every reference is
 //! known statically (see [`references`]) and validation can prove each one names a declared input
@@ -16,7 +22,7 @@ use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 
-use crate::model::StepState;
+use crate::model::{Run, StepState};
 
 /// Opening delimiter of a template expression.
 const OPEN: &str = "${{";
@@ -32,7 +38,8 @@ pub enum Reference {
     StepOutput { step: String, path: Vec<String> },
     /// `steps.<id>.status`
     StepStatus(String),
-    /// `run.<field>` (`id`, `workflow`)
+    /// `run.<field>` (`id`, `workflow`; in completion templates also `status`, `error`,
+    /// `outputs[.name.field]`)
     Run(String),
 }
 
@@ -54,6 +61,27 @@ pub enum TemplateError {
         "template expression {0:?} is not one of inputs.<name>, steps.<id>.output[.field], steps.<id>.status, run.id, run.workflow"
     )]
     BadExpression(String),
+    #[error(
+        "template expression {0:?} is not one of run.outputs[.name[.field]], run.status, run.error, run.id, run.workflow, inputs.<name>, steps.<id>.output[.field], steps.<id>.status (all about the run that finished)"
+    )]
+    BadCompletionExpression(String),
+}
+
+/// Which expressions a template may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// Step parameters and run outputs, rendered while the run is running.
+    Step,
+    /// A `workflow_completed` trigger's inputs, rendered against the finished run.
+    Completion,
+}
+
+/// How a finished run ended, for completion templates.
+#[derive(Debug, Clone, Copy)]
+struct Finished<'a> {
+    status: &'a str,
+    error: Option<&'a str>,
+    outputs: &'a Map<String, Value>,
 }
 
 /// What a template is rendered against.
@@ -78,6 +106,12 @@ enum Expr<'t> {
     StepStatus(&'t str),
     RunId,
     RunWorkflow,
+    RunStatus,
+    RunError,
+    /// `field_path` is the dotted remainder after `outputs` (empty for all outputs).
+    RunOutput {
+        field_path: &'t str,
+    },
 }
 
 impl Expr<'_> {
@@ -95,6 +129,12 @@ impl Expr<'_> {
             Self::StepStatus(step) => Reference::StepStatus(step.to_string()),
             Self::RunId => Reference::Run("id".to_string()),
             Self::RunWorkflow => Reference::Run("workflow".to_string()),
+            Self::RunStatus => Reference::Run("status".to_string()),
+            Self::RunError => Reference::Run("error".to_string()),
+            Self::RunOutput { field_path } if field_path.is_empty() => {
+                Reference::Run("outputs".to_string())
+            }
+            Self::RunOutput { field_path } => Reference::Run(format!("outputs.{field_path}")),
         }
     }
 }
@@ -109,11 +149,20 @@ enum Piece<'t> {
 struct Scanner<'t> {
     text: &'t str,
     pos: usize,
+    dialect: Dialect,
 }
 
 impl<'t> Scanner<'t> {
     fn new(text: &'t str) -> Self {
-        Self { text, pos: 0 }
+        Self::with(text, Dialect::Step)
+    }
+
+    fn with(text: &'t str, dialect: Dialect) -> Self {
+        Self {
+            text,
+            pos: 0,
+            dialect,
+        }
     }
 }
 
@@ -139,7 +188,7 @@ impl<'t> Iterator for Scanner<'t> {
             return Some(Err(TemplateError::Unclosed(start)));
         };
         self.pos = inner_start + close + CLOSE.len();
-        Some(parse_expr(after_open[..close].trim()).map(Piece::Expr))
+        Some(parse_expr(after_open[..close].trim(), self.dialect).map(Piece::Expr))
     }
 }
 
@@ -150,14 +199,26 @@ fn is_segment(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn parse_expr(expr: &str) -> Result<Expr<'_>, TemplateError> {
-    let bad = || TemplateError::BadExpression(expr.to_string());
+fn parse_expr(expr: &str, dialect: Dialect) -> Result<Expr<'_>, TemplateError> {
+    let bad = || match dialect {
+        Dialect::Step => TemplateError::BadExpression(expr.to_string()),
+        Dialect::Completion => TemplateError::BadCompletionExpression(expr.to_string()),
+    };
     let (head, rest) = expr.split_once('.').ok_or_else(bad)?;
+    let completion = dialect == Dialect::Completion;
     match head {
         "inputs" if is_segment(rest) => Ok(Expr::Input(rest)),
-        "run" => match rest {
-            "id" => Ok(Expr::RunId),
-            "workflow" => Ok(Expr::RunWorkflow),
+        "run" => match rest.split_once('.') {
+            None if rest == "id" => Ok(Expr::RunId),
+            None if rest == "workflow" => Ok(Expr::RunWorkflow),
+            None if completion && rest == "status" => Ok(Expr::RunStatus),
+            None if completion && rest == "error" => Ok(Expr::RunError),
+            None if completion && rest == "outputs" => Ok(Expr::RunOutput { field_path: "" }),
+            Some(("outputs", field_path))
+                if completion && field_path.split('.').all(is_segment) =>
+            {
+                Ok(Expr::RunOutput { field_path })
+            }
             _ => Err(bad()),
         },
         "steps" => {
@@ -192,6 +253,75 @@ pub fn references(text: &str) -> Result<Vec<Reference>, TemplateError> {
     Ok(refs)
 }
 
+/// Check a completion template (a `workflow_completed` trigger's input) without rendering it.
+pub fn check_completion(text: &str) -> Result<(), TemplateError> {
+    Scanner::with(text, Dialect::Completion).try_for_each(|piece| piece.map(drop))
+}
+
+/// Render a completion template (a `workflow_completed` trigger's input) against `run`, the run
+/// that finished: see the module docs for what it may read.
+///
+/// A template that is exactly one expression yields the value itself, so a number or an
+/// object reaches a typed input as such, and something absent yields JSON `null` (the input
+/// then counts as not given: its default applies, or a required one is reported missing,
+/// instead of starting the next run with an empty string). Any other template renders to a
+/// string as [`render`] does.
+pub fn render_completion(text: &str, run: &Run) -> Result<Value, TemplateError> {
+    let ctx = TemplateContext {
+        run_id: &run.id,
+        workflow_id: &run.workflow_id,
+        inputs: &run.inputs,
+        steps: &run.steps,
+    };
+    let finished = Finished {
+        status: run.status.as_str(),
+        error: run.error.as_deref(),
+        outputs: &run.outputs,
+    };
+    let pieces: Vec<Piece<'_>> =
+        Scanner::with(text, Dialect::Completion).collect::<Result<_, _>>()?;
+    if let [Piece::Expr(expr)] = pieces.as_slice() {
+        return Ok(value_of(*expr, &ctx, &finished));
+    }
+    let mut out = String::with_capacity(text.len() + 64);
+    for piece in pieces {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Expr(expr) => write_expr(&mut out, expr, &ctx, Some(&finished)),
+        }
+    }
+    Ok(Value::String(out))
+}
+
+/// The value a single-expression completion template stands for (`null` when absent).
+fn value_of(expr: Expr<'_>, ctx: &TemplateContext<'_>, finished: &Finished<'_>) -> Value {
+    let found = match expr {
+        Expr::Input(name) => ctx.inputs.get(name).cloned(),
+        Expr::StepOutput { step, field_path } => ctx
+            .steps
+            .get(step)
+            .and_then(|s| s.output.as_ref())
+            .and_then(|v| lookup(v, field_path))
+            .cloned(),
+        Expr::StepStatus(step) => ctx.steps.get(step).map(|s| Value::from(s.status.as_str())),
+        Expr::RunId => Some(Value::from(ctx.run_id)),
+        Expr::RunWorkflow => Some(Value::from(ctx.workflow_id)),
+        Expr::RunStatus => Some(Value::from(finished.status)),
+        Expr::RunError => finished.error.map(Value::from),
+        Expr::RunOutput { field_path } => lookup_outputs(finished.outputs, field_path),
+    };
+    found.unwrap_or(Value::Null)
+}
+
+/// A run output (or all of them) by dotted path.
+fn lookup_outputs(outputs: &Map<String, Value>, field_path: &str) -> Option<Value> {
+    match field_path.split_once('.') {
+        _ if field_path.is_empty() => Some(Value::Object(outputs.clone())),
+        None => outputs.get(field_path).cloned(),
+        Some((name, rest)) => outputs.get(name).and_then(|v| lookup(v, rest)).cloned(),
+    }
+}
+
 /// Whether `text` contains a template expression at all (cheap pre-check).
 pub fn is_templated(text: &str) -> bool {
     text.contains(OPEN)
@@ -208,7 +338,7 @@ pub fn render(text: &str, ctx: &TemplateContext<'_>) -> Result<String, TemplateE
     for piece in Scanner::new(text) {
         match piece? {
             Piece::Text(t) => out.push_str(t),
-            Piece::Expr(expr) => write_expr(&mut out, expr, ctx),
+            Piece::Expr(expr) => write_expr(&mut out, expr, ctx, None),
         }
     }
     Ok(out)
@@ -235,7 +365,14 @@ pub fn render_value(value: &Value, ctx: &TemplateContext<'_>) -> Result<Value, T
     })
 }
 
-fn write_expr(out: &mut String, expr: Expr<'_>, ctx: &TemplateContext<'_>) {
+/// Append what `expr` names; `finished` is there for completion templates only (step
+/// templates cannot parse the expressions that need it).
+fn write_expr(
+    out: &mut String,
+    expr: Expr<'_>,
+    ctx: &TemplateContext<'_>,
+    finished: Option<&Finished<'_>>,
+) {
     match expr {
         Expr::Input(name) => write_json(out, ctx.inputs.get(name)),
         Expr::StepOutput { step, field_path } => {
@@ -249,6 +386,11 @@ fn write_expr(out: &mut String, expr: Expr<'_>, ctx: &TemplateContext<'_>) {
         }
         Expr::RunId => out.push_str(ctx.run_id),
         Expr::RunWorkflow => out.push_str(ctx.workflow_id),
+        Expr::RunStatus | Expr::RunError | Expr::RunOutput { .. } => {
+            if let Some(finished) = finished {
+                write_json(out, Some(&value_of(expr, ctx, finished)));
+            }
+        }
     }
 }
 
@@ -563,6 +705,145 @@ mod tests {
             render_value(&json!(["ok", {"a": "${{ bad }}"}]), &f.ctx()),
             Err(TemplateError::BadExpression("bad".into()))
         );
+    }
+
+    fn finished_run(f: &Fixture) -> Run {
+        let Value::Object(outputs) = json!({
+            "repo": "acme/app",
+            "count": 2,
+            "report": {"files": ["a.rs", "b.rs"]},
+            "nothing": null,
+        }) else {
+            panic!("outputs fixture must be an object");
+        };
+        let def = match crate::definition::parse_definition(
+            "id: ship-it\nsteps:\n  - id: nap\n    kind: wait\n    duration: 1s\n",
+        ) {
+            Ok(d) => d,
+            Err(e) => panic!("fixture definition is invalid: {e}"),
+        };
+        let mut run = Run::new("run-123", &def, 1, f.inputs.clone(), 0);
+        run.steps = f.steps.clone();
+        run.outputs = outputs;
+        run.status = crate::model::RunStatus::Failed;
+        run.error = Some("step nap failed".into());
+        run
+    }
+
+    fn completion(run: &Run, text: &str) -> Value {
+        match render_completion(text, run) {
+            Ok(v) => v,
+            Err(e) => panic!("render_completion {text:?} failed: {e}"),
+        }
+    }
+
+    #[test]
+    fn completion_templates_read_how_the_run_ended() {
+        let f = Fixture::new();
+        let run = finished_run(&f);
+        // One expression: the value itself, typed.
+        assert_eq!(
+            completion(&run, "${{ run.outputs.repo }}"),
+            json!("acme/app")
+        );
+        assert_eq!(completion(&run, "${{run.outputs.count}}"), json!(2));
+        assert_eq!(
+            completion(&run, "${{ run.outputs.report.files.1 }}"),
+            json!("b.rs")
+        );
+        assert_eq!(
+            completion(&run, "${{ run.outputs.report }}"),
+            json!({"files": ["a.rs", "b.rs"]})
+        );
+        assert_eq!(completion(&run, "${{ run.outputs }}")["repo"], "acme/app");
+        assert_eq!(completion(&run, "${{ run.status }}"), json!("failed"));
+        assert_eq!(
+            completion(&run, "${{ run.error }}"),
+            json!("step nap failed")
+        );
+        assert_eq!(completion(&run, "${{ run.id }}"), json!("run-123"));
+        assert_eq!(completion(&run, "${{ run.workflow }}"), json!("ship-it"));
+        assert_eq!(completion(&run, "${{ inputs.count }}"), json!(3));
+        assert_eq!(
+            completion(&run, "${{ steps.architect.output.design }}"),
+            json!("use a token bucket")
+        );
+        assert_eq!(
+            completion(&run, "${{ steps.unit-tests_2.status }}"),
+            json!("failed")
+        );
+        // Absent: null, so the started run's default (or a "missing" refusal) applies.
+        for text in [
+            "${{ run.outputs.missing }}",
+            "${{ run.outputs.nothing }}",
+            "${{ run.outputs.repo.deeper }}",
+            "${{ inputs.missing }}",
+            "${{ steps.review.output }}",
+            "${{ steps.ghost.status }}",
+        ] {
+            assert_eq!(completion(&run, text), Value::Null, "{text}");
+        }
+        // Anything else: a string, absent parts empty.
+        assert_eq!(
+            completion(
+                &run,
+                "${{ run.workflow }} ${{ run.status }} on ${{ run.outputs.repo }} (${{ run.outputs.count }})${{ run.outputs.missing }}"
+            ),
+            json!("ship-it failed on acme/app (2)")
+        );
+        assert_eq!(completion(&run, "plain"), json!("plain"));
+        assert_eq!(completion(&run, ""), json!(""));
+        let mut ok = run.clone();
+        ok.error = None;
+        assert_eq!(completion(&ok, "[${{ run.error }}]"), json!("[]"));
+    }
+
+    #[test]
+    fn completion_templates_refuse_what_they_cannot_read() {
+        let f = Fixture::new();
+        let run = finished_run(&f);
+        for expr in [
+            "run.output.repo",
+            "run.outputs.",
+            "run.outputs..x",
+            "run.status.x",
+            "run.started_by",
+            "outputs.repo",
+            "secrets.token",
+        ] {
+            let text = format!("${{{{ {expr} }}}}");
+            let want = Err(TemplateError::BadCompletionExpression(expr.to_string()));
+            assert_eq!(render_completion(&text, &run), want, "{text:?}");
+            assert_eq!(check_completion(&text), want.map(drop), "{text:?}");
+        }
+        assert_eq!(
+            check_completion("x ${{ run.outputs.repo"),
+            Err(TemplateError::Unclosed(2))
+        );
+        assert_eq!(
+            check_completion("${{ run.outputs.a.b }} and ${{ run.status }}"),
+            Ok(())
+        );
+        let msg = TemplateError::BadCompletionExpression("run.output".into()).to_string();
+        assert!(
+            msg.contains("run.outputs[.name") && msg.contains("run.status"),
+            "{msg}"
+        );
+        // Step templates still may not read a run's ending: there is none yet.
+        for text in [
+            "${{ run.status }}",
+            "${{ run.outputs.repo }}",
+            "${{ run.error }}",
+        ] {
+            assert!(
+                matches!(references(text), Err(TemplateError::BadExpression(_))),
+                "{text}"
+            );
+            assert!(
+                matches!(render(text, &f.ctx()), Err(TemplateError::BadExpression(_))),
+                "{text}"
+            );
+        }
     }
 
     #[test]
