@@ -131,9 +131,7 @@ impl Expr<'_> {
             Self::RunWorkflow => Reference::Run("workflow".to_string()),
             Self::RunStatus => Reference::Run("status".to_string()),
             Self::RunError => Reference::Run("error".to_string()),
-            Self::RunOutput { field_path } if field_path.is_empty() => {
-                Reference::Run("outputs".to_string())
-            }
+            Self::RunOutput { field_path: "" } => Reference::Run("outputs".to_string()),
             Self::RunOutput { field_path } => Reference::Run(format!("outputs.{field_path}")),
         }
     }

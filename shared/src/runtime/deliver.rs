@@ -289,6 +289,10 @@ impl Executor {
                 data,
                 at,
             } => {
+                // Chaining first: it is idempotent, so retrying it repeats nothing.
+                if let Some(retry) = self.chain(&run, event, attempt).await {
+                    return Ok(retry);
+                }
                 // Slack first: a failure there is retried as a whole, and the webhook fan-out
                 // below is idempotent (message ids are derived from the event).
                 if let Some(s) = slack {

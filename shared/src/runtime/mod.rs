@@ -11,6 +11,7 @@
 //! and in tests; only the ports differ.
 
 mod agent;
+mod chain;
 mod clock;
 mod deliver;
 mod effects;
@@ -21,6 +22,7 @@ mod start;
 mod sweeper;
 
 pub use agent::AgentApi;
+pub use chain::MAX_CHAIN_DEPTH;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use deliver::MAX_DELIVERY_ATTEMPTS;
 pub use effects::MAX_HTTP_OUTPUT_BYTES;
