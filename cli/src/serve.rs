@@ -121,6 +121,10 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub approval_webhook_secrets: Option<String>,
+    /// Inbound webhook triggers' secrets, `trigger_id=secret,...` (`trigger_id@header=secret`
+    /// names a shared secret's header); a trigger without one refuses every delivery.
+    #[arg(long, env = "FLOWGATE_HOOK_SECRETS", hide_env_values = true)]
+    pub hook_secrets: Option<String>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -145,6 +149,7 @@ impl fmt::Debug for ServeArgs {
             .field("slack_channel", &self.slack_channel)
             .field("public_url", &self.public_url)
             .field("approval_link_key", &redacted(&self.approval_link_key))
+            .field("hook_secrets", &redacted(&self.hook_secrets))
             .finish()
     }
 }
@@ -171,6 +176,7 @@ impl ServeArgs {
             public_url: None,
             approval_link_key: None,
             approval_webhook_secrets: None,
+            hook_secrets: None,
         }
     }
 
@@ -419,6 +425,10 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
             .map_err(|e| ServeError::Config(e.to_string()))?,
     );
     let approvals = Arc::new(args.approval_settings()?);
+    let hooks = Arc::new(
+        flowgate_api::HookSecrets::parse(args.hook_secrets.as_deref().unwrap_or_default())
+            .map_err(|e| ServeError::Config(format!("--hook-secrets: {e}")))?,
+    );
     let executor = Arc::new(
         Executor::new(
             store.clone(),
@@ -469,6 +479,7 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         keys: Arc::new(keys.keys.clone()),
         notifier,
         approvals,
+        hooks,
     };
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers should leave at once, not wait for Nagle.

@@ -93,6 +93,7 @@ async fn world() -> World {
             slack_signing_secret: Some(SIGNING_SECRET.as_bytes().to_vec()),
             ..ApprovalSettings::default()
         }),
+        hooks: Arc::default(),
     };
     let def = parse_definition(WORKFLOW).unwrap();
     ports

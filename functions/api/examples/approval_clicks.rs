@@ -195,6 +195,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             slack_signing_secret: Some(SECRET.as_bytes().to_vec()),
             ..ApprovalSettings::default()
         }),
+        hooks: Arc::default(),
     };
     let app = flowgate_api::approvals_app(services);
 

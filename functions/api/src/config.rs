@@ -7,7 +7,8 @@ use flowgate_poller::{ConfigError, PollerConfig, aws_ports};
 use flowgate_shared::runtime::SystemClock;
 
 use crate::auth::{ApiKeys, KeyConfigError};
-use crate::{ApprovalSettings, Services};
+use crate::hooks::HookSecretsError;
+use crate::{ApprovalSettings, HookSecrets, Services};
 
 /// `name=sha256hex,...`: the API keys the function accepts (see [`ApiKeys::from_hashes`]).
 pub const ENV_API_KEY_HASHES: &str = "FLOWGATE_API_KEY_HASHES";
@@ -21,6 +22,8 @@ pub enum ApiConfigError {
     Keys(#[from] KeyConfigError),
     #[error("{0}")]
     Approvals(String),
+    #[error(transparent)]
+    Hooks(#[from] HookSecretsError),
     #[error(
         "{ENV_API_KEY_HASHES} is empty: every request would be refused; configure at least \
          one key hash (the SAM template reads them from SSM)"
@@ -37,6 +40,7 @@ pub async fn services_from_env() -> Result<Services, ApiConfigError> {
         return Err(ApiConfigError::NoKeys);
     }
     let approvals = ApprovalSettings::from_env().map_err(ApiConfigError::Approvals)?;
+    let hooks = HookSecrets::from_env()?;
     let ports = aws_ports(&config).await?;
     let executor = Arc::new(ports.executor()?);
     Ok(Services {
@@ -49,5 +53,6 @@ pub async fn services_from_env() -> Result<Services, ApiConfigError> {
         keys: Arc::new(keys),
         notifier: ports.notifier,
         approvals: Arc::new(approvals),
+        hooks: Arc::new(hooks),
     })
 }

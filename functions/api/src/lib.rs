@@ -28,12 +28,14 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod hooks;
 mod routes;
 mod views;
 
 pub use approvals::ApprovalSettings;
 pub use auth::{ApiKeys, hash_key};
 pub use error::ApiError;
+pub use hooks::HookSecrets;
 
 /// Everything the handlers use. Cheap to clone (all shared).
 #[derive(Clone)]
@@ -51,12 +53,15 @@ pub struct Services {
     pub notifier: Arc<Notifier>,
     /// How approval decisions from Slack, signed webhooks and links are verified.
     pub approvals: Arc<ApprovalSettings>,
+    /// Inbound webhook triggers' secrets (`POST /hooks/{trigger_id}`); empty refuses them all.
+    pub hooks: Arc<HookSecrets>,
 }
 
 impl std::fmt::Debug for Services {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Services")
             .field("keys", &self.keys)
+            .field("hooks", &self.hooks)
             .finish_non_exhaustive()
     }
 }
@@ -118,6 +123,13 @@ pub fn app(services: Services) -> Router {
 /// same error answers and body limit as [`app`].
 pub fn approvals_app(services: Services) -> Router {
     let (router, _) = routes::approval_router().split_for_parts();
+    finish(router, services)
+}
+
+/// The triggers function's router: `POST /hooks/{trigger_id}` (inbound webhook triggers), with
+/// the same error answers and body limit as [`app`].
+pub fn hooks_app(services: Services) -> Router {
+    let (router, _) = routes::hook_router().split_for_parts();
     finish(router, services)
 }
 

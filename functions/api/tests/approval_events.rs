@@ -89,6 +89,7 @@ fn approvals_app(api: &TestApi, clock: Arc<ManualClock>) -> axum::Router {
             slack_signing_secret: Some(SIGNING_SECRET.as_bytes().to_vec()),
             ..ApprovalSettings::default()
         }),
+        hooks: Arc::default(),
     })
 }
 

@@ -17,8 +17,24 @@ use flowgate_shared::api::MAX_BODY_BYTES;
 use flowgate_shared::model::RunStatus;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use support::{KEY, TWO_STEPS, TestApi};
+use support::{KEY, TWO_STEPS, TestApi, TestOptions};
 use tower::ServiceExt;
+
+/// A webhook trigger with a secret, and one without (`POST /hooks/{trigger_id}`).
+const HOOK: &str = "bad-input-hook";
+const HOOK_SECRET: &str = "bad-input-hook-secret";
+const HOOKED: &str = r#"
+id: hooked
+inputs:
+  task: {type: string, required: true}
+steps:
+  - id: pause
+    kind: wait
+    duration: 1s
+triggers:
+  - {type: webhook, id: bad-input-hook, verify: github, inputs: {task: /task}}
+  - {type: webhook, id: unset-hook, verify: github, inputs: {task: /task}}
+"#;
 
 /// The session the live run files its agent conversation under.
 const SESSION: &str = "bad-input-session";
@@ -47,8 +63,15 @@ async fn start(api: &TestApi, body: Value) -> String {
 }
 
 async fn fixture() -> Fixture {
-    let api = TestApi::start().await;
+    let api = TestApi::start_with(TestOptions {
+        hooks: flowgate_api::HookSecrets::parse(&format!("{HOOK}={HOOK_SECRET}"))
+            .expect("hook secrets"),
+        ..TestOptions::default()
+    })
+    .await;
     let put = api.put_yaml("two-steps", TWO_STEPS).await;
+    assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
+    let put = api.put_yaml("hooked", HOOKED).await;
     assert_eq!(put.status, StatusCode::CREATED, "{:?}", put.body);
 
     let done = start(
@@ -357,9 +380,11 @@ fn valid_requests(fx: &Fixture) -> Vec<Case> {
 
 /// Operations that need no key.
 /// Operations the API has (a new route fails the coverage check until it has rows).
-const ROUTE_COUNT: usize = 28;
+const ROUTE_COUNT: usize = 29;
 
-const PUBLIC: [&str; 5] = [
+const PUBLIC: [&str; 6] = [
+    // Authenticated by the trigger's signature or shared secret (see tests/hooks.rs).
+    "POST /hooks/{trigger_id}",
     "GET /healthz",
     "GET /openapi.json",
     // Authenticated by Slack's signature and by the signed token (see tests/approvals.rs).
@@ -668,6 +693,25 @@ fn table(fx: &Fixture) -> Vec<Case> {
         on(decide, "/v1/approvals/nodots/decision", "malformed id").json(json!({"decision": "approve"})).expect(404, "approval_not_found"),
         on(decide, open.clone(), "bad signature and no key").no_key().header("webhook-id", "msg_1").header("webhook-timestamp", "1").header("webhook-signature", "v1,AAAA").json(json!({"decision": "approve"})).expect(401, "unauthorized"),
         on("POST /slack/interactions", "/slack/interactions", "Slack not configured").no_key().body("application/x-www-form-urlencoded", "payload=%7B%7D").expect(503, "slack_not_configured"),
+    ]);
+
+    // Inbound webhook triggers (public: the signature is the credential).
+    let hook = "POST /hooks/{trigger_id}";
+    let signed = |body: &str| flowgate_shared::signing::sign_github(HOOK_SECRET.as_bytes(), body.as_bytes());
+    let h = |what: &str| on(hook, format!("/hooks/{HOOK}"), what).no_key();
+    rows.extend([
+        off("GET", "/hooks/{trigger_id}", "GET a hook").expect(405, "method_not_allowed"),
+        on(hook, "/hooks/no-such-hook", "unknown trigger").no_key().header("x-hub-signature-256", signed("{}")).json(json!({})).expect(404, "trigger_not_found"),
+        on(hook, "/hooks/unset-hook", "no secret configured").no_key().header("x-hub-signature-256", signed("{}")).json(json!({})).expect(401, "unauthorized"),
+        h("bad signature").header("x-hub-signature-256", format!("sha256={}", "0".repeat(64))).json(json!({"task": "x"})).expect(401, "signature_mismatch"),
+        h("missing signature header").json(json!({"task": "x"})).expect(401, "missing_header"),
+        h("SHA-1 signature").header("x-hub-signature-256", "sha1=0123456789abcdef0123456789abcdef01234567").json(json!({"task": "x"})).expect(401, "malformed_signature"),
+        h("signature sent twice").header("x-hub-signature-256", signed("{}")).header("x-hub-signature-256", signed("{}")).json(json!({})).expect(401, "duplicate_header"),
+        h("signed, not JSON").header("x-hub-signature-256", signed("not json")).body("application/json", "not json").expect(400, "invalid_json"),
+        h("signed, delivery id sent twice").header("x-hub-signature-256", signed("{}")).header("x-github-delivery", "a").header("x-github-delivery", "b").body("application/json", "{}").expect(400, "invalid_header").field("x-github-delivery"),
+        h("signed, mapped input missing").header("x-hub-signature-256", signed("{}")).body("application/json", "{}").expect(422, "missing_input").field("inputs.task"),
+        h("signed, input of the wrong type").header("x-hub-signature-256", signed(r#"{"task":5}"#)).body("application/json", r#"{"task":5}"#).expect(422, "invalid_inputs").field("inputs.task"),
+        h("one byte over the limit").body("application/json", too_big_json()).expect(413, "body_too_large"),
     ]);
 
     // Webhooks.

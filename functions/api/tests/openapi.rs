@@ -43,6 +43,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/approvals/link/{token}"),
     ("post", "/approvals/link/{token}"),
     ("post", "/slack/interactions"),
+    ("post", "/hooks/{trigger_id}"),
 ];
 
 const METHODS: &[&str] = &["get", "post", "put", "delete", "patch"];

@@ -476,10 +476,11 @@ pub enum TriggerDef {
         id: String,
         #[serde(default)]
         verify: WebhookVerify,
-        /// JSON pointer → expected value; all must match.
+        /// JSON pointer (or `header:<name>`, e.g. `header:x-github-event`) → expected value;
+        /// all must match.
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         filter: BTreeMap<String, Value>,
-        /// Input name → JSON pointer into the payload.
+        /// Input name → JSON pointer into the payload (or `header:<name>`).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         inputs: BTreeMap<String, String>,
     },

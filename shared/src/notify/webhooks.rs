@@ -274,6 +274,12 @@ impl Webhooks {
         }
     }
 
+    /// The record store subscriptions and delivery logs live in (inbound webhook triggers keep
+    /// the delivery ids they have seen there too).
+    pub fn records(&self) -> &Arc<dyn RecordStore> {
+        &self.records
+    }
+
     /// Replace the retry schedule: entry `n - 1` is the wait after failed attempt `n`; once it
     /// is exhausted the message is given up (tests use milliseconds).
     pub fn with_backoff(mut self, schedule: Vec<Duration>) -> Self {

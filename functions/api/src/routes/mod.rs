@@ -15,6 +15,7 @@ use crate::Services;
 use crate::error::ApiError;
 
 mod approvals;
+mod hooks;
 mod runs;
 mod sessions;
 mod slack;
@@ -46,6 +47,13 @@ pub(crate) fn router() -> OpenApiRouter<Services> {
         .routes(routes!(webhooks::get_webhook, webhooks::delete_webhook))
         .routes(routes!(webhooks::webhook_deliveries))
         .merge(approval_router())
+        .merge(hook_router())
+}
+
+/// The routes the triggers function serves (inbound webhook triggers); the api function and
+/// `flowgate serve` serve them too.
+pub(crate) fn hook_router() -> OpenApiRouter<Services> {
+    OpenApiRouter::new().routes(routes!(hooks::receive_hook))
 }
 
 /// The routes the approvals function serves (health, Slack interactivity, decisions, approval

@@ -84,6 +84,7 @@ impl TestApi {
                     .expect("notifier"),
             ),
             approvals: Arc::new(Default::default()),
+            hooks: Arc::new(Default::default()),
         };
         TestApi {
             app: app(services),
@@ -250,6 +251,8 @@ pub struct TestOptions {
     pub notify: flowgate_shared::notify::config::NotifyConfig,
     /// Slack signing secret, Standard Webhooks secrets and the webhook principal.
     pub approvals: flowgate_api::ApprovalSettings,
+    /// Inbound webhook triggers' secrets (default: none, so every delivery is refused).
+    pub hooks: flowgate_api::HookSecrets,
     /// More API keys as `(principal, key)`, accepted beside [`KEY`] (for [`PRINCIPAL`]).
     pub extra_keys: Vec<(String, String)>,
     /// The clock the handlers read (signature windows, link expiry, start times); the
@@ -319,6 +322,7 @@ impl TestApi {
             keys: Arc::new(keys),
             notifier,
             approvals: Arc::new(options.approvals),
+            hooks: Arc::new(options.hooks),
         };
         TestApi {
             app: app(services),

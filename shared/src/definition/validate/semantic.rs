@@ -767,11 +767,17 @@ impl<'d> Checker<'d> {
                     } else {
                         webhook_ids.insert(id, i);
                     }
-                    for pointer in filter.keys() {
-                        if !pointer.starts_with('/') {
+                    for (pointer, expected) in filter {
+                        let fpath = join(&join(&path, "filter"), pointer);
+                        if !is_webhook_key(pointer) {
                             self.problem(
-                                join(&join(&path, "filter"), pointer),
-                                format!("filter key {pointer:?} is not a JSON pointer; write it like \"/action\" or \"/pull_request/base/ref\""),
+                                fpath,
+                                format!("filter key {pointer:?} is not a JSON pointer or a header; write it like \"/action\", \"/pull_request/base/ref\" or \"header:x-github-event\""),
+                            );
+                        } else if pointer.starts_with("header:") && !expected.is_string() {
+                            self.problem(
+                                fpath,
+                                format!("header values are text: write the expected value as a string, not {}", describe(expected)),
                             );
                         }
                     }
@@ -779,10 +785,10 @@ impl<'d> Checker<'d> {
                         let ipath = join(&join(&path, "inputs"), name);
                         if !self.def.inputs.contains_key(name) {
                             self.undeclared_trigger_input(name, ipath);
-                        } else if !pointer.starts_with('/') {
+                        } else if !is_webhook_key(pointer) {
                             self.problem(
                                 ipath,
-                                format!("{pointer:?} is not a JSON pointer into the payload; write it like \"/issue/body\""),
+                                format!("{pointer:?} is not a JSON pointer into the payload (or header:<name>); write it like \"/issue/body\""),
                             );
                         }
                     }
@@ -1051,6 +1057,21 @@ fn shortest_cycle(
         }
     }
     None
+}
+
+/// What a webhook trigger's filter keys and input mappings may name: a JSON pointer into the
+/// payload (`/issue/title`), or `header:<name>` for a request header (lower-case name, e.g.
+/// `header:x-github-event`; GitHub sends the event name only there).
+fn is_webhook_key(key: &str) -> bool {
+    match key.strip_prefix("header:") {
+        Some(name) => {
+            !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        }
+        None => key.starts_with('/'),
+    }
 }
 
 #[cfg(test)]
