@@ -1,5 +1,6 @@
 //! The Lambda's configuration: the poller's environment (table, queue, agent service) plus the
-//! accepted API key hashes.
+//! accepted API key hashes, the approval routes' secrets and the inbound webhook triggers'
+//! secrets.
 
 use std::sync::Arc;
 

@@ -152,11 +152,6 @@ impl HookSecrets {
     pub fn is_empty(&self) -> bool {
         self.triggers.is_empty()
     }
-
-    /// The configured trigger ids (for a start-up log line).
-    pub fn trigger_ids(&self) -> impl Iterator<Item = &str> {
-        self.triggers.keys().map(String::as_str)
-    }
 }
 
 /// What a verified delivery identified itself as.

@@ -702,7 +702,7 @@ fn table(fx: &Fixture) -> Vec<Case> {
     rows.extend([
         off("GET", "/hooks/{trigger_id}", "GET a hook").expect(405, "method_not_allowed"),
         on(hook, "/hooks/no-such-hook", "unknown trigger").no_key().header("x-hub-signature-256", signed("{}")).json(json!({})).expect(404, "trigger_not_found"),
-        on(hook, "/hooks/unset-hook", "no secret configured").no_key().header("x-hub-signature-256", signed("{}")).json(json!({})).expect(401, "unauthorized"),
+        on(hook, "/hooks/unset-hook", "no secret configured").no_key().header("x-hub-signature-256", signed("{}")).json(json!({})).expect(401, "hook_not_configured"),
         h("bad signature").header("x-hub-signature-256", format!("sha256={}", "0".repeat(64))).json(json!({"task": "x"})).expect(401, "signature_mismatch"),
         h("missing signature header").json(json!({"task": "x"})).expect(401, "missing_header"),
         h("SHA-1 signature").header("x-hub-signature-256", "sha1=0123456789abcdef0123456789abcdef01234567").json(json!({"task": "x"})).expect(401, "malformed_signature"),

@@ -492,7 +492,7 @@ async fn unknown_unconfigured_and_unmappable_deliveries_are_refused() {
     // Declared, but FLOWGATE_HOOK_SECRETS has no entry: refused whatever is sent.
     let (status, body) = send(&app, post("/hooks/unconfigured", &headers, payload)).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
-    assert_eq!(body["error"]["code"], "unauthorized");
+    assert_eq!(body["error"]["code"], "hook_not_configured");
     let message = body["error"]["message"].as_str().unwrap();
     assert!(message.contains("FLOWGATE_HOOK_SECRETS"), "{message}");
     assert!(message.contains("unconfigured="), "{message}");

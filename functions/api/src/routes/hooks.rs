@@ -120,10 +120,14 @@ pub(crate) async fn receive_hook(
 ) -> Result<impl IntoResponse, ApiError> {
     let (stored, hook) = find_trigger(&s, &trigger_id).await?;
     let secrets = s.hooks.get(&trigger_id).ok_or_else(|| {
-        ApiError::unauthorized(format!(
-            "webhook trigger {trigger_id} has no secret configured, so every delivery is refused; \
-             add `{trigger_id}=<secret>` to {ENV_HOOK_SECRETS} and restart"
-        ))
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "hook_not_configured",
+            format!(
+                "webhook trigger {trigger_id} has no secret configured, so every delivery is \
+                 refused; add `{trigger_id}=<secret>` to {ENV_HOOK_SECRETS} and restart"
+            ),
+        )
     })?;
     let headers = raw.header_pairs();
     let verified = secrets
