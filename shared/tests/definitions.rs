@@ -1251,3 +1251,20 @@ steps:
     assert_eq!(def.polling.expect("polling").max.as_millis(), 8_000);
     assert_eq!(def.budget.expect("budget").max_cost_usd, Some(25.0));
 }
+
+#[test]
+fn a_completion_template_that_cannot_render_is_refused_when_stored() {
+    let text = "id: y\ninputs:\n  repo: {type: string}\ntriggers:\n  - type: workflow_completed\n    workflow: x\n    inputs: {repo: '${{ run.outputz.repo }}'}\nsteps:\n  - {id: s, kind: wait, duration: 1s}\n";
+    let problems = match parse_definition(text) {
+        Ok(def) => panic!("expected a problem, but it validated: {def:?}"),
+        Err(e) => e.problems().to_vec(),
+    };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "triggers[0].inputs.repo", "{problems:?}");
+    let good = text.replace("outputz", "outputs");
+    assert!(
+        parse_definition(&good).is_ok(),
+        "{:?}",
+        parse_definition(&good)
+    );
+}

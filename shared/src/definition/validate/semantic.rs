@@ -826,9 +826,14 @@ impl<'d> Checker<'d> {
                             }
                         }
                     }
-                    for name in inputs.keys() {
+                    for (name, text) in inputs {
+                        let ipath = join(&join(&path, "inputs"), name);
                         if !self.def.inputs.contains_key(name) {
-                            self.undeclared_trigger_input(name, join(&join(&path, "inputs"), name));
+                            self.undeclared_trigger_input(name, ipath.clone());
+                        }
+                        // Caught when the workflow is stored, not as `chain.failed` later.
+                        if let Err(e) = template::check_completion(text) {
+                            self.problem(ipath, e.to_string());
                         }
                     }
                     self.required_inputs_given(inputs.keys(), &path, "chained");
