@@ -5,7 +5,7 @@
 //! `--json`, same error report and exit codes) and reuse its key resolution and [`Context`];
 //! they live apart so the run commands stay readable.
 
-use std::io::{self, IsTerminal, Write};
+use std::io::{self, Write};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -16,11 +16,8 @@ use flowgate_shared::api::{
 };
 use flowgate_shared::model::{ApprovalDecision, ApprovalStatus};
 
-use crate::commands::{
-    ApiKey, ApiOptions, CliError, Context, Outcome, data_dir, report_error, resolve_api_key,
-};
-use crate::output::{Table, clip, duration, now_millis, print_json, time};
-use crate::progress::WaitConfig;
+use crate::commands::{ApiKey, ApiOptions, CliError, Context, Outcome};
+use crate::output::{Table, clip, duration, print_json, time};
 
 /// The approval and webhook commands.
 #[derive(Debug, Subcommand)]
@@ -251,42 +248,9 @@ pub fn decision_request(args: &DecideArgs) -> Result<DecisionRequest, CliError> 
 /// The binary's entry for these commands: the same key resolution, error report and exit codes
 /// as [`crate::commands::main`].
 pub fn main(options: &ApiOptions, command: ApprovalCommand) -> ExitCode {
-    let mut stdout = io::stdout();
-    let mut stderr = io::stderr();
-    let dir = data_dir(
-        std::env::var_os("FLOWGATE_DATA_DIR"),
-        std::env::var_os("HOME"),
-    );
-    let key = match resolve_api_key(options.api_key.as_deref(), dir.as_deref()) {
-        Ok(key) => key,
-        Err(e) => {
-            let _ = report_error(&e, None, &mut stderr);
-            return ExitCode::from(e.exit_code());
-        }
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime);
-    let result = runtime.and_then(|rt| {
-        let tty = stdout.is_terminal();
-        let mut ctx = Context {
-            out: &mut stdout,
-            err: &mut stderr,
-            tty,
-            now: &now_millis,
-            poll_interval: WaitConfig::default().interval,
-        };
-        rt.block_on(execute(options, &key, command, &mut ctx))
-    });
-    match result {
-        Ok(Outcome::Success) => ExitCode::SUCCESS,
-        Ok(Outcome::Failure) => ExitCode::from(1),
-        Err(e) => {
-            let _ = report_error(&e, Some(&key), &mut stderr);
-            ExitCode::from(e.exit_code())
-        }
-    }
+    crate::commands::run_api_command(options, async |key, ctx| {
+        execute(options, key, command, ctx).await
+    })
 }
 
 /// Runs one approval or webhook command against `options.url`.

@@ -520,6 +520,17 @@ impl fmt::Debug for Context<'_> {
 /// The binary's entry for API commands: resolves the key, runs the command, reports an error
 /// on stderr, and answers the exit code (see [`EXIT_CODES_HELP`]).
 pub fn main(options: &ApiOptions, command: ApiCommand) -> ExitCode {
+    run_api_command(options, async |key, ctx| {
+        execute(options, key, command, ctx).await
+    })
+}
+
+/// What every API command's entry does around the command itself: resolve the key, build a
+/// runtime, run `command` with stdout/stderr, report an error, answer the exit code.
+pub(crate) fn run_api_command(
+    options: &ApiOptions,
+    command: impl AsyncFnOnce(&ApiKey, &mut Context<'_>) -> Result<Outcome, CliError>,
+) -> ExitCode {
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
     let dir = data_dir(
@@ -546,7 +557,7 @@ pub fn main(options: &ApiOptions, command: ApiCommand) -> ExitCode {
             now: &now_millis,
             poll_interval: WaitConfig::default().interval,
         };
-        rt.block_on(execute(options, &key, command, &mut ctx))
+        rt.block_on(command(&key, &mut ctx))
     });
     match result {
         Ok(Outcome::Success) => ExitCode::SUCCESS,

@@ -525,19 +525,16 @@ impl Cx<'_> {
         }
     }
 
-    /// The approval with this id: an approval step's gate or the run's budget gate.
+    /// The approval with this id ([`Run::approval`]) and which gate it is: its kind tells a
+    /// budget question from an approval step's gate.
     fn find_approval(&self, approval_id: &str) -> Option<(Gate, ApprovalState)> {
-        if let Some(g) = &self.run.budget_gate
-            && g.approval.id == approval_id
-        {
-            return Some((Gate::Budget, g.approval.clone()));
-        }
-        self.run.steps.iter().find_map(|(id, s)| {
-            s.approval
-                .as_ref()
-                .filter(|a| a.id == approval_id)
-                .map(|a| (Gate::Step(id.clone()), a.clone()))
-        })
+        let (step, a) = self.run.approval(approval_id)?;
+        let gate = match (a.kind, step) {
+            (ApprovalKind::Budget, _) => Gate::Budget,
+            (ApprovalKind::Step, Some(step)) => Gate::Step(step.to_string()),
+            (ApprovalKind::Step, None) => return None,
+        };
+        Some((gate, a.clone()))
     }
 
     fn approval_mut(&mut self, gate: &Gate) -> Option<&mut ApprovalState> {

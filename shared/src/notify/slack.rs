@@ -190,7 +190,7 @@ impl SlackOut {
         {
             // N of M: show who approved so far, keep the buttons.
             return self
-                .approval_progress(run, def, id, None, links, attempt)
+                .update_approval(run, def, id, None, links, attempt)
                 .await;
         }
         if matches!(event, "approval.requested" | "run.started") {
@@ -347,8 +347,10 @@ impl SlackOut {
         Outcome::Done
     }
 
+    /// Update the approval message: after a decision its buttons give way to what was decided,
+    /// by whom and when; while N of M is still open it shows who approved so far.
     #[allow(clippy::too_many_arguments)]
-    async fn approval_progress(
+    pub async fn update_approval(
         &self,
         run: &Run,
         def: &WorkflowDefinition,
@@ -383,21 +385,6 @@ impl SlackOut {
             attempt
         );
         Outcome::Done
-    }
-
-    /// Replace the approval message's buttons with the decision: what, who, when.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn approval_closed(
-        &self,
-        run: &Run,
-        def: &WorkflowDefinition,
-        approval_id: &str,
-        closed: Option<(&str, &ApprovalState)>,
-        links: &LinkConfig,
-        attempt: u32,
-    ) -> Outcome {
-        self.approval_progress(run, def, approval_id, closed, links, attempt)
-            .await
     }
 
     pub async fn ephemeral(&self, channel: &str, user: &str, text: &str, attempt: u32) -> Outcome {

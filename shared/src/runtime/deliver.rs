@@ -278,7 +278,7 @@ impl Executor {
             } => match slack {
                 Some(s) => {
                     let closed = approval.as_ref().map(|a| (step.as_str(), a));
-                    s.approval_closed(&run, &def, approval_id, closed, links, attempt)
+                    s.update_approval(&run, &def, approval_id, closed, links, attempt)
                         .await
                 }
                 None => Outcome::Done,

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use flowgate_shared::api::ErrorBody;
 use flowgate_shared::engine::{Rejection, approval_run_id};
-use flowgate_shared::model::{ApprovalDecision, ApprovalStatus};
+use flowgate_shared::model::{ApprovalDecision, ApprovalState, ApprovalStatus};
 use flowgate_shared::notify::{Delivery, is_slack_id};
 use flowgate_shared::ports::WorkMessage;
 use flowgate_shared::signing;
@@ -199,18 +199,25 @@ async fn decide_resolving_groups(
     }
 }
 
-/// The Slack user groups (`S…`) among the approval's approvers that `user` belongs to.
+/// The Slack user groups (`S…`) among the approval's approvers that `user` belongs to, read
+/// from the stored run (after the engine refused `user` as not listed).
 async fn member_groups(s: &Services, approval_id: &str, user: &str) -> Vec<String> {
-    let Some(slack) = s.notifier.slack_client() else {
-        return Vec::new();
-    };
     let Some(run_id) = approval_run_id(approval_id) else {
         return Vec::new();
     };
     let Ok(Some(run)) = s.store.get_run(run_id).await else {
         return Vec::new();
     };
-    let Some((_, approval)) = run.approval(approval_id) else {
+    match run.approval(approval_id) {
+        Some((_, approval)) => groups_of(s, approval, user).await,
+        None => Vec::new(),
+    }
+}
+
+/// The Slack user groups (`S…`) among `approval`'s approvers that `user` belongs to (one Slack
+/// call per group).
+async fn groups_of(s: &Services, approval: &ApprovalState, user: &str) -> Vec<String> {
+    let Some(slack) = s.notifier.slack_client() else {
         return Vec::new();
     };
     let mut found = Vec::new();
@@ -250,7 +257,7 @@ async fn precheck(s: &Services, approval_id: &str, by: &str, user: &str) -> Resu
         return Err("You already decided on this approval.".to_string());
     }
     if !approval.allows(by, &[]) {
-        let groups = member_groups(s, approval_id, user).await;
+        let groups = groups_of(s, approval, user).await;
         if !approval.allows(by, &groups) {
             return Err(format!(
                 "You are not an approver of {approval_id}; nothing was changed."
