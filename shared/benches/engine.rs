@@ -85,6 +85,7 @@ fn twenty_step_dag() -> WorkflowDefinition {
         outputs: BTreeMap::new(),
         polling: None,
         budget: None,
+        concurrency: None,
     }
 }
 

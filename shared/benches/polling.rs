@@ -48,6 +48,7 @@ fn definition(polling: PollingPolicy) -> WorkflowDefinition {
         outputs: BTreeMap::new(),
         polling: Some(polling),
         budget: None,
+        concurrency: None,
     }
 }
 

@@ -274,6 +274,14 @@ pub struct Run {
     /// budget's worth).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub budget_grants: u32,
+    /// The concurrency group the run counts against (its workflow's `concurrency`, with the
+    /// key's value when the limit is per key); `None` when the workflow has no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_group: Option<String>,
+    /// Waiting for a slot in its concurrency group: a `Start` or `Tick` leaves it pending
+    /// and only [`Event::Admit`](crate::engine::Event::Admit) starts it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
 }
 
 impl Run {
@@ -320,6 +328,8 @@ impl Run {
             max_turns: None,
             budget_gate: None,
             budget_grants: 0,
+            concurrency_group: None,
+            queued: false,
         }
     }
 

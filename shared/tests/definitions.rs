@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use flowgate_shared::definition::{
-    OnExpiry, Problem, StepAction, StepKind, TriggerDef, When, WorkflowDefinition,
+    OnExpiry, Problem, StepAction, StepKind, TriggerDef, When, WhenFull, WorkflowDefinition,
     parse_definition, parse_definition_value, resolve_inputs, upstream_steps, validate,
 };
 use serde_json::{Map, Value, json};
@@ -1267,4 +1267,69 @@ fn a_completion_template_that_cannot_render_is_refused_when_stored() {
         "{:?}",
         parse_definition(&good)
     );
+}
+
+#[test]
+fn concurrency_problems() {
+    let text = "\
+id: limited
+inputs:
+  repo: {type: string}
+concurrency: {limit: 0, key: fixed}
+steps:
+  - {id: a, kind: wait, duration: 1s}
+";
+    assert_problems(
+        "limited",
+        text,
+        &[
+            ("concurrency.limit", "between 1 and 100"),
+            ("concurrency.key", "same for every run"),
+        ],
+    );
+    let text = "\
+id: limited
+inputs:
+  repo: {type: string}
+concurrency: {limit: 101, key: \"${{ steps.a.output }}\"}
+steps:
+  - {id: a, kind: wait, duration: 1s}
+";
+    assert_problems(
+        "limited",
+        text,
+        &[
+            ("concurrency.limit", "between 1 and 100"),
+            ("concurrency.key", "may only use inputs"),
+        ],
+    );
+    let text = "\
+id: limited
+concurrency: {limit: 2, key: \"${{ inputs.nope }}\", when_full: later}
+steps:
+  - {id: a, kind: wait, duration: 1s}
+";
+    assert_problems("limited", text, &[("concurrency.when_full", "later")]);
+    let text = "\
+id: limited
+inputs:
+  repo: {type: string}
+concurrency: {limit: 2, key: \"${{ inputs.nope }}\"}
+steps:
+  - {id: a, kind: wait, duration: 1s}
+";
+    assert_problems("limited", text, &[("concurrency.key", "input \"nope\"")]);
+    let ok = parse_definition(
+        "\
+id: limited
+inputs:
+  repo: {type: string}
+concurrency: {limit: 2, key: \"${{ inputs.repo }}\", when_full: reject}
+steps:
+  - {id: a, kind: wait, duration: 1s}
+",
+    )
+    .expect("valid");
+    let c = ok.concurrency.expect("concurrency");
+    assert_eq!((c.limit, c.when_full), (2, WhenFull::Reject));
 }

@@ -133,6 +133,7 @@ fn random_definition(rng: &mut Rng) -> WorkflowDefinition {
         outputs: BTreeMap::new(),
         polling: None,
         budget: None,
+        concurrency: None,
     }
 }
 

@@ -104,6 +104,7 @@ impl World {
             &*self.store,
             &*self.store,
             &*self.queue,
+            &*self.store,
             SystemClock.now_ms(),
             NewRun {
                 workflow_id: workflow.into(),

@@ -112,7 +112,15 @@ async fn scenario(crash_at: Option<usize>) -> Outcome {
         ..NewRun::default()
     };
     let run_id = loop {
-        let result = start_run(&*store, &*store, &*queue, clock.now_ms(), request.clone()).await;
+        let result = start_run(
+            &*store,
+            &*store,
+            &*queue,
+            &*store.inner,
+            clock.now_ms(),
+            request.clone(),
+        )
+        .await;
         let died = fuse.is_dead();
         fuse.restart();
         match result {

@@ -97,6 +97,7 @@ impl Local {
             &*self.store,
             &*self.store,
             &*self.queue,
+            &*self.store,
             SystemClock.now_ms(),
             NewRun {
                 workflow_id: def.id.clone(),
@@ -147,6 +148,7 @@ async fn timers_longer_than_the_queue_delay_are_chained_in_hops_of_at_most_900_s
         &*l.store,
         &*l.store,
         &*l.queue,
+        &*l.store,
         t0,
         NewRun {
             workflow_id: "pause".into(),
@@ -616,6 +618,7 @@ async fn a_three_step_agent_run_completes_and_files_its_sessions() {
         &*l.store,
         &*l.store,
         &*l.queue,
+        &*l.store,
         SystemClock.now_ms(),
         NewRun {
             workflow_id: "agents".into(),
@@ -640,6 +643,7 @@ async fn a_three_step_agent_run_completes_and_files_its_sessions() {
         &*l.store,
         &*l.store,
         &*l.queue,
+        &*l.store,
         SystemClock.now_ms(),
         NewRun {
             workflow_id: "agents".into(),
@@ -673,6 +677,7 @@ async fn the_sweeper_starts_a_run_whose_start_message_was_lost() {
         &*l.store,
         &*l.store,
         &*l.queue,
+        &*l.store,
         t0,
         NewRun {
             workflow_id: "lost".into(),

@@ -115,6 +115,7 @@ impl World {
             &*self.ports.store,
             &*self.ports.store,
             &*self.ports.queue,
+            &*self.ports.store,
             SystemClock.now_ms(),
             NewRun {
                 workflow_id: "gated".into(),

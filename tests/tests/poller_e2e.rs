@@ -48,6 +48,7 @@ async fn sqs_batches_drive_a_three_step_agent_workflow_to_completion() {
         &*ports.store,
         &*ports.store,
         &*ports.queue,
+        &*ports.store,
         SystemClock.now_ms(),
         NewRun {
             workflow_id: "e2e-agents".into(),

@@ -205,9 +205,16 @@ mod tests {
             workflow_id: "pause".into(),
             ..NewRun::default()
         };
-        let started = start_run(store.as_ref(), store.as_ref(), lost.as_ref(), now, new)
-            .await
-            .unwrap();
+        let started = start_run(
+            store.as_ref(),
+            store.as_ref(),
+            lost.as_ref(),
+            store.as_ref(),
+            now,
+            new,
+        )
+        .await
+        .unwrap();
 
         let queue = Arc::new(MemQueue::default());
         let resumed = resume(

@@ -154,6 +154,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             &*store,
             &*store,
             &*queue,
+            &*store,
             SystemClock.now_ms(),
             NewRun {
                 workflow_id: "gate".into(),

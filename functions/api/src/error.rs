@@ -139,6 +139,11 @@ impl From<StartError> for ApiError {
                 ApiError::unprocessable("unknown_session", e.to_string())
                     .with_field("continue_session")
             }
+            StartError::ConcurrencyLimit { .. } => ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "concurrency_limit",
+                e.to_string(),
+            ),
             StartError::Store(e) => e.into(),
         }
     }

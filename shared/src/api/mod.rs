@@ -120,6 +120,10 @@ pub struct StartRunResponse {
     pub workflow_version: u64,
     /// The `Idempotency-Key` already named this run: nothing new was started.
     pub existing: bool,
+    /// The workflow's concurrency limit is reached: the run waits (`pending`) and starts when
+    /// an earlier run of its group finishes.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub queued: bool,
     pub links: RunLinks,
 }
 

@@ -48,6 +48,41 @@ pub struct WorkflowDefinition {
     /// Caps on the whole run's agent spend, turns and wall-clock time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<Budget>,
+    /// At most this many runs active at once (per key value, when a key is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<ConcurrencyLimit>,
+}
+
+/// How many runs of a workflow may be active at once. Agent runs are expensive and often
+/// touch one repository, so two runs fighting over the same branch is worse than one waiting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyLimit {
+    /// Active runs allowed at once (1..=[`ConcurrencyLimit::MAX`]).
+    pub limit: u32,
+    /// Template over the run's inputs (`${{ inputs.repository }}`): runs whose key renders
+    /// differently count separately, so the limit holds per repository, per customer, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// What a start does when the limit is reached.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+impl ConcurrencyLimit {
+    /// Largest limit: slots are records listed in one page.
+    pub const MAX: u32 = 100;
+}
+
+/// What a start does when its concurrency group is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Create the run as `pending` (queued); it starts when a slot frees, oldest first.
+    #[default]
+    Queue,
+    /// Refuse the start (HTTP 429); nothing is created.
+    Reject,
 }
 
 /// Adaptive polling of agent runs: the first poll comes after `initial`, each poll that sees no

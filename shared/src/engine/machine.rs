@@ -27,7 +27,8 @@ pub const CANCEL_GRACE_MS: i64 = 30_000;
 /// What the agent service really accepts for a run timeout (see the agent API page, quirk 2).
 pub const AGENT_TIMEOUT_SECS: (u64, u64) = (60, 7_200);
 
-const SYSTEM: &str = "system";
+/// The actor of what nobody in particular did (timers, the engine itself).
+pub const SYSTEM: &str = "system";
 
 /// Decide what one event means for a run.
 ///
@@ -194,6 +195,13 @@ impl Cx<'_> {
             // A tick for a run whose Start message was lost starts it (the sweeper wakes runs
             // that are still pending past their `wake_at`).
             Event::Tick => self.on_start(),
+            Event::Admit => {
+                if self.run.queued {
+                    self.run.queued = false;
+                    self.dirty = true;
+                }
+                self.on_start();
+            }
             Event::AgentStarted {
                 step,
                 attempt,
@@ -327,7 +335,8 @@ impl Cx<'_> {
     }
 
     fn on_start(&mut self) {
-        if self.run.status != RunStatus::Pending {
+        // A queued run waits for its slot (`Admit`), whoever ticks it.
+        if self.run.status != RunStatus::Pending || self.run.queued {
             return;
         }
         self.run.status = RunStatus::Running;
@@ -2550,7 +2559,9 @@ fn wake_after(run: &Run, def: &WorkflowDefinition, timer: Option<Millis>) -> Opt
                 None => take(Some(run.updated_at)),
             }
         }
-        RunStatus::Pending => take(Some(run.created_at)),
+        // A queued run needs nobody until a slot frees; the admission pump, not the sweeper,
+        // looks after it.
+        RunStatus::Pending if !run.queued => take(Some(run.created_at)),
         _ => {}
     }
     t

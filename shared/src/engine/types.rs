@@ -18,6 +18,9 @@ pub type Actor = String;
 pub enum Event {
     /// Start the run (first delivery) or re-evaluate it (later deliveries are harmless).
     Start,
+    /// A slot in the run's concurrency group was taken for it: start a queued run (for any
+    /// other run the same as `Start`).
+    Admit,
     /// Time passed: fire due timers (retries, timeouts, waits, expiries, polls) and re-issue any
     /// effect whose outcome was never recorded (e.g. after a crash).
     Tick,
@@ -120,6 +123,7 @@ impl Event {
         match self {
             Event::Start => "start",
             Event::Tick => "tick",
+            Event::Admit => "admit",
             Event::AgentStarted { .. } => "agent_started",
             Event::AgentStartFailed { .. } => "agent_start_failed",
             Event::AgentObserved { .. } => "agent_observed",

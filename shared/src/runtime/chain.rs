@@ -41,7 +41,7 @@ use crate::template;
 pub const MAX_CHAIN_DEPTH: u32 = 5;
 
 /// The lifecycle events of a run that finished.
-const FINISHED_EVENTS: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
+pub(super) const FINISHED_EVENTS: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
 
 /// Audit entries read per call when looking for earlier chain entries.
 const AUDIT_PAGE: usize = 100;
@@ -185,11 +185,17 @@ impl Executor {
             chain_depth: depth,
             ..NewRun::default()
         };
+        let Some(records) = self.records() else {
+            return Err(ExecError::Config(
+                "completion chaining needs a record store (configure a notifier)".into(),
+            ));
+        };
         let started = match check_run(&*self.store, &stored.definition, new).await {
             Ok(checked) => {
                 create_run(
                     &*self.store,
                     &*self.queue,
+                    &*records,
                     self.clock.now_ms(),
                     stored,
                     checked,

@@ -289,7 +289,11 @@ impl Executor {
                 data,
                 at,
             } => {
-                // Chaining first: it is idempotent, so retrying it repeats nothing.
+                // The run's concurrency slot first (the next queued run waits on it), then
+                // chaining: both are idempotent, so retrying repeats nothing.
+                if let Some(retry) = self.release_slot(&run, event, attempt).await {
+                    return Ok(retry);
+                }
                 if let Some(retry) = self.chain(&run, event, attempt).await {
                     return Ok(retry);
                 }

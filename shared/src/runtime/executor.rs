@@ -148,6 +148,13 @@ impl Executor {
         self
     }
 
+    /// The record store beside the runs (the notifier's): concurrency groups, chaining.
+    pub(super) fn records(&self) -> Option<Arc<dyn crate::ports::RecordStore>> {
+        self.notifier
+            .as_ref()
+            .map(|n| n.webhooks().records().clone())
+    }
+
     /// Send notification effects (approval messages, lifecycle events) through `notifier`,
     /// as queued deliveries.
     pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> Self {

@@ -13,6 +13,7 @@
 mod agent;
 mod chain;
 mod clock;
+mod concurrency;
 mod deliver;
 mod effects;
 mod error;
@@ -24,6 +25,7 @@ mod sweeper;
 pub use agent::AgentApi;
 pub use chain::MAX_CHAIN_DEPTH;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use concurrency::{Admission, GROUPS, GroupState, ORPHAN_AFTER_MS, group_of};
 pub use deliver::MAX_DELIVERY_ATTEMPTS;
 pub use effects::MAX_HTTP_OUTPUT_BYTES;
 pub use error::ExecError;

@@ -3,10 +3,13 @@
 use serde_json::{Map, Value};
 use tracing::{info, warn};
 
-use crate::definition::{Problem, StoredWorkflow, WorkflowDefinition, resolve_inputs};
+use super::concurrency::{self, Admission};
+use crate::definition::{Problem, StoredWorkflow, WhenFull, WorkflowDefinition, resolve_inputs};
 use crate::engine::Event;
-use crate::model::{Millis, Run};
-use crate::ports::{CreateOutcome, RunStore, StoreError, WorkMessage, WorkQueue, WorkflowStore};
+use crate::model::{AuditEntry, Millis, Run};
+use crate::ports::{
+    CreateOutcome, RecordStore, RunStore, StoreError, WorkMessage, WorkQueue, WorkflowStore,
+};
 
 /// What to start.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,6 +45,8 @@ pub struct StartedRun {
     /// pending with `wake_at` = its creation time, so the sweeper wakes it, and the engine
     /// starts a pending run on a tick.
     pub enqueued: bool,
+    /// The run waits for a slot in its workflow's concurrency group (it starts when one frees).
+    pub queued: bool,
 }
 
 /// Why a run could not be created.
@@ -60,6 +65,14 @@ pub enum StartError {
         "session {0:?} has no agent conversation yet (its agent step has not started); wait for it, or start without continue_session"
     )]
     SessionNotStarted(String),
+    #[error(
+        "workflow {workflow_id} already has {limit} active run(s) in concurrency group {group:?} and refuses more (concurrency.when_full: reject); retry when one finishes"
+    )]
+    ConcurrencyLimit {
+        workflow_id: String,
+        group: String,
+        limit: u32,
+    },
     #[error("run store: {0}")]
     Store(#[from] StoreError),
 }
@@ -68,7 +81,11 @@ impl StartError {
     /// Whether the same request may succeed later (transient store trouble). Retrying with the
     /// same idempotency key never creates a second run.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StartError::Store(e) if e.is_retryable())
+        match self {
+            StartError::Store(e) => e.is_retryable(),
+            StartError::ConcurrencyLimit { .. } => true,
+            _ => false,
+        }
     }
 }
 
@@ -86,6 +103,7 @@ pub async fn start_run(
     store: &dyn RunStore,
     workflows: &dyn WorkflowStore,
     queue: &dyn WorkQueue,
+    records: &dyn RecordStore,
     now: Millis,
     new: NewRun,
 ) -> Result<StartedRun, StartError> {
@@ -94,7 +112,7 @@ pub async fn start_run(
         .await?
         .ok_or_else(|| StartError::UnknownWorkflow(new.workflow_id.clone()))?;
     let checked = check_run(store, &stored.definition, new).await?;
-    create_run(store, queue, now, &stored, checked).await
+    create_run(store, queue, records, now, &stored, checked).await
 }
 
 /// A start request checked against a definition (inputs resolved, session looked up), not
@@ -136,9 +154,17 @@ pub async fn check_run(
 /// written by the engine when the executor applies the start) and enqueue its `Start`. A
 /// repeated idempotency key re-enqueues the start of the existing run, which repairs a first
 /// request that stopped between the write and the enqueue (starting twice is harmless).
+///
+/// A workflow with a concurrency limit goes through its group (see
+/// [`concurrency`](super::concurrency)): with `when_full: reject` a slot is taken first and a
+/// full group refuses the start ([`StartError::ConcurrencyLimit`], nothing written but the
+/// group's registry entry); with `when_full: queue` the run is queued first, created with
+/// `queued` set and a `run.queued` audit entry, and admitted by the pump (at once when a slot
+/// is free).
 pub async fn create_run(
     store: &dyn RunStore,
     queue: &dyn WorkQueue,
+    records: &dyn RecordStore,
     now: Millis,
     stored: &StoredWorkflow,
     checked: CheckedRun,
@@ -158,26 +184,114 @@ pub async fn create_run(
     run.parent_run_id = new.parent_run_id;
     run.chain_depth = new.chain_depth;
     run.max_turns = new.max_turns;
-    let (run_id, existing) = match store.create_run(&run, &[]).await? {
+    let admission = Admission {
+        store,
+        records,
+        queue,
+    };
+    let def = &stored.definition;
+    let group = concurrency::group_of(def, &run.id, &run.inputs);
+    // What the group holds for this start, undone when the key names an existing run.
+    let mut taken_slot = false;
+    let mut entry = None;
+    let mut audit = Vec::new();
+    if let Some((group, limit)) = &group {
+        run.concurrency_group = Some(group.clone());
+        match limit.when_full {
+            WhenFull::Reject => {
+                if !admission
+                    .try_take(group, &def.id, limit.limit, &run.id, now)
+                    .await?
+                {
+                    return Err(StartError::ConcurrencyLimit {
+                        workflow_id: def.id.clone(),
+                        group: group.clone(),
+                        limit: limit.limit,
+                    });
+                }
+                taken_slot = true;
+            }
+            WhenFull::Queue => {
+                entry = Some(
+                    admission
+                        .enqueue(group, &def.id, limit.limit, &run.id, now)
+                        .await?,
+                );
+                run.queued = true;
+                run.wake_at = None;
+                audit.push(AuditEntry {
+                    run_id: run.id.clone(),
+                    seq: 0,
+                    at: now,
+                    actor: run
+                        .started_by
+                        .clone()
+                        .unwrap_or_else(|| crate::engine::SYSTEM.to_string()),
+                    kind: "run.queued".to_string(),
+                    step_id: None,
+                    attempt: None,
+                    message: format!(
+                        "queued: at most {} run(s) of concurrency group {group:?} run at once; it starts when a slot frees",
+                        limit.limit
+                    ),
+                    data: serde_json::json!({"group": group, "limit": limit.limit}),
+                });
+                run.audit_seq = 1;
+            }
+        }
+    }
+    let (run_id, existing) = match store.create_run(&run, &audit).await? {
         CreateOutcome::Created => (run.id.clone(), false),
         CreateOutcome::Existing(id) => (id, true),
     };
-    let message = WorkMessage::Event {
-        run_id: run_id.clone(),
-        event: Event::Start,
+    if existing && let Some((group, _)) = &group {
+        // The key named an earlier run: give back what this start took.
+        if taken_slot {
+            admission.free(group, &run.id).await?;
+        }
+        if let Some(entry) = &entry {
+            admission.dequeue(group, entry).await?;
+        }
+    }
+    let waiting = if existing {
+        store
+            .get_run(&run_id)
+            .await?
+            .is_some_and(|r| r.queued && !r.status.is_terminal())
+    } else {
+        run.queued
     };
-    let enqueued = match queue.send(&message, std::time::Duration::ZERO).await {
-        Ok(()) => true,
-        Err(e) => {
-            warn!(run_id = %run_id, error = %e, "run created but its start was not enqueued; the sweeper will start it");
-            false
+    let (enqueued, queued) = if waiting {
+        let (group, limit) = group
+            .as_ref()
+            .map(|(g, l)| (g.as_str(), l.limit))
+            .unwrap_or_default();
+        match admission.pump(group, limit, now).await {
+            Ok(admitted) => (true, !admitted.contains(&run_id)),
+            Err(e) => {
+                warn!(run_id = %run_id, error = %e, "run queued but the admission pump failed; the sweeper admits it");
+                (false, true)
+            }
+        }
+    } else {
+        let message = WorkMessage::Event {
+            run_id: run_id.clone(),
+            event: Event::Start,
+        };
+        match queue.send(&message, std::time::Duration::ZERO).await {
+            Ok(()) => (true, false),
+            Err(e) => {
+                warn!(run_id = %run_id, error = %e, "run created but its start was not enqueued; the sweeper will start it");
+                (false, false)
+            }
         }
     };
-    info!(run_id = %run_id, workflow_id = %new.workflow_id, version = stored.version, existing, "run created");
+    info!(run_id = %run_id, workflow_id = %new.workflow_id, version = stored.version, existing, queued, "run created");
     Ok(StartedRun {
         run_id,
         workflow_version: stored.version,
         existing,
         enqueued,
+        queued,
     })
 }

@@ -201,6 +201,7 @@ pub(crate) async fn receive_hook(
     let started = create_run(
         s.store.as_ref(),
         s.queue.as_ref(),
+        records.as_ref(),
         s.clock.now_ms(),
         &stored,
         checked,

@@ -45,12 +45,13 @@ const MAX_EVENTS_PAGE: usize = 1_000;
     params(("Idempotency-Key" = Option<String>, Header,
         description = "Retrying with the same key returns the first run instead of starting another")),
     responses(
-        (status = 202, description = "The run was created and will start", body = StartRunResponse),
+        (status = 202, description = "The run was created and will start (`queued` when the workflow's concurrency limit is reached: it starts when a slot frees)", body = StartRunResponse),
         (status = 400, description = "Malformed JSON or header", body = ErrorBody),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Not JSON", body = ErrorBody),
         (status = 422, description = "Unknown workflow, invalid inputs or unknown session", body = ErrorBody),
+        (status = 429, description = "The workflow's concurrency limit is reached and it refuses more (`when_full: reject`); retry later", body = ErrorBody),
         (status = 503, description = "The store or the agent service is unavailable; retry", body = ErrorBody),
     )
 )]
@@ -107,6 +108,7 @@ pub(crate) async fn start_run(
     let started = create_run(
         s.store.as_ref(),
         s.queue.as_ref(),
+        s.notifier.webhooks().records().as_ref(),
         s.clock.now_ms(),
         &stored,
         checked,
@@ -120,6 +122,7 @@ pub(crate) async fn start_run(
         workflow_id: req.workflow,
         workflow_version: started.workflow_version,
         existing: started.existing,
+        queued: started.queued,
         links,
     };
     Ok((

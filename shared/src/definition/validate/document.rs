@@ -18,9 +18,9 @@ use super::Problem;
 use super::fields::{self, FieldSpec};
 use super::support::{describe, did_you_mean, humanize, index, join, join_serde_path, list};
 use crate::definition::{
-    AgentAction, ApprovalAction, Budget, HttpAction, InputSpec, NotificationDef, NotifyAction,
-    PollingPolicy, RetryPolicy, StepAction, StepDef, StepKind, TriggerDef, WaitAction, When,
-    WorkflowDefinition,
+    AgentAction, ApprovalAction, Budget, ConcurrencyLimit, HttpAction, InputSpec, NotificationDef,
+    NotifyAction, PollingPolicy, RetryPolicy, StepAction, StepDef, StepKind, TriggerDef,
+    WaitAction, When, WorkflowDefinition,
 };
 use crate::duration::DurationSpec;
 
@@ -716,6 +716,9 @@ pub(super) fn build(doc: &Value, problems: &mut Vec<Problem>) -> Option<Workflow
         .opt::<Option<PollingPolicy>>(root, "polling", "")
         .flatten();
     let budget = w.opt::<Option<Budget>>(root, "budget", "").flatten();
+    let concurrency = w
+        .opt::<Option<ConcurrencyLimit>>(root, "concurrency", "")
+        .flatten();
     if !w.typed_ok {
         return None;
     }
@@ -731,5 +734,6 @@ pub(super) fn build(doc: &Value, problems: &mut Vec<Problem>) -> Option<Workflow
         outputs,
         polling,
         budget,
+        concurrency,
     })
 }

@@ -316,7 +316,8 @@ mod tests {
                 "timeout",
                 "outputs",
                 "polling",
-                "budget"
+                "budget",
+                "concurrency"
             ])
         );
     }

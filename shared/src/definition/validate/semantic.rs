@@ -160,6 +160,42 @@ impl<'d> Checker<'d> {
         if let Some(b) = &def.budget {
             self.budget(b, "budget");
         }
+        if let Some(c) = &def.concurrency {
+            self.concurrency(c);
+        }
+    }
+
+    fn concurrency(&mut self, c: &crate::definition::ConcurrencyLimit) {
+        let max = crate::definition::ConcurrencyLimit::MAX;
+        if !(1..=max).contains(&c.limit) {
+            self.problem(
+                "concurrency.limit",
+                format!("limit must be between 1 and {max}, got {}", c.limit),
+            );
+        }
+        let Some(key) = &c.key else { return };
+        if !template::is_templated(key) {
+            self.problem(
+                "concurrency.key",
+                format!(
+                    "key {key:?} is the same for every run, so it changes nothing; write a template over the inputs like \"${{{{ inputs.repository }}}}\" or remove it"
+                ),
+            );
+            return;
+        }
+        // Only inputs are known when a run starts.
+        if let Ok(refs) = template::references(key)
+            && let Some(r) = refs.iter().find(|r| !matches!(r, Reference::Input(_)))
+        {
+            self.problem(
+                "concurrency.key",
+                format!(
+                    "key may only use inputs (${{{{ inputs.<name> }}}}), found {r:?}; a run's steps have not run when it is counted"
+                ),
+            );
+            return;
+        }
+        self.template(key, "concurrency.key".to_string(), Scope::Outputs);
     }
 
     fn polling(&mut self, p: &PollingPolicy) {
