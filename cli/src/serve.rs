@@ -7,6 +7,7 @@
 //! | the HTTP API router on a TCP listener | the `flowgate-api` Lambda behind API Gateway |
 //! | `--workers` tasks receiving from an in-process delay queue and calling the executor | the `flowgate-poller` Lambda on SQS |
 //! | a sweeper task every `--sweep-interval` | the triggers Lambda's one-minute schedule |
+//! | schedules as records, fired by a ticker task every second | EventBridge Scheduler invoking the triggers Lambda |
 //! | a redb file in `--data-dir` | the DynamoDB table |
 //! | the built-in agent simulator (without `--agent-url`) | the real agent service |
 //!
@@ -34,6 +35,7 @@ use axum::serve::ListenerExt as _;
 use flowgate_api::{ApprovalSettings, Services};
 use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::{DEFAULT_VISIBILITY_TIMEOUT, MemQueue};
+use flowgate_shared::adapters::record_scheduler::RecordScheduler;
 use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
 use flowgate_shared::notify::config::NotifyConfig;
@@ -321,6 +323,8 @@ pub struct Server {
     http: JoinHandle<std::io::Result<()>>,
     workers: Vec<JoinHandle<()>>,
     sweeper: JoinHandle<()>,
+    /// Fires `schedule` triggers (the in-process EventBridge Scheduler).
+    ticker: JoinHandle<()>,
     resume: JoinHandle<()>,
     simulator: Option<SimulatorHandle>,
 }
@@ -370,7 +374,11 @@ impl Server {
                 http.abort();
             }
         }
-        for task in self.workers.into_iter().chain([self.sweeper, self.resume]) {
+        for task in self
+            .workers
+            .into_iter()
+            .chain([self.sweeper, self.ticker, self.resume])
+        {
             if let Err(e) = task.await {
                 first_error.get_or_insert(ServeError::Task(e.to_string()));
             }
@@ -451,13 +459,19 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
             ))
         })
         .collect();
+    let scheduler = Arc::new(RecordScheduler::new(store.clone()));
+    let background = workers::Background {
+        store: store.clone(),
+        queue: queue.clone(),
+        scheduler: scheduler.clone(),
+        clock: clock.clone(),
+    };
     let sweeper = tokio::spawn(workers::sweeper(
-        store.clone(),
-        queue.clone(),
-        clock.clone(),
+        background.clone(),
         args.sweep_interval,
         stopped.clone(),
     ));
+    let ticker = tokio::spawn(workers::schedules(background, stopped.clone()));
 
     // In the background: resuming polls the agent service, which may be slow or down, and
     // the API should not wait for that.
@@ -480,6 +494,7 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         notifier,
         approvals,
         hooks,
+        scheduler: Some(scheduler.clone()),
     };
     let listener = listener.tap_io(|tcp| {
         // Small JSON answers should leave at once, not wait for Nagle.
@@ -526,6 +541,7 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         http,
         workers,
         sweeper,
+        ticker,
         resume,
         simulator,
     })

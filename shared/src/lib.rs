@@ -15,6 +15,7 @@ pub mod model;
 pub mod notify;
 pub mod ports;
 pub mod runtime;
+pub mod schedule;
 pub mod signing;
 pub mod slack;
 pub mod telemetry;

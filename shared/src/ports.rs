@@ -626,6 +626,23 @@ pub trait RecordStore: Send + Sync {
     async fn delete_record(&self, collection: &str, id: &str) -> Result<bool, StoreError>;
 }
 
+/// Where schedules live: EventBridge Scheduler on AWS, records in `flowgate serve` (see
+/// [`crate::schedule`]). Errors are [`StoreError`]s: a scheduler is a store of schedules, and
+/// callers decide on retrying the same way.
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    /// Names of the schedules starting with `prefix` (all with `""`), in any order.
+    async fn list_schedules(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
+    async fn get_schedule(
+        &self,
+        name: &str,
+    ) -> Result<Option<crate::schedule::ScheduleEntry>, StoreError>;
+    /// Create the schedule, or replace the one with its name.
+    async fn put_schedule(&self, entry: &crate::schedule::ScheduleEntry) -> Result<(), StoreError>;
+    /// `Ok(false)` when there was nothing to delete.
+    async fn delete_schedule(&self, name: &str) -> Result<bool, StoreError>;
+}
+
 /// Longest record collection or id in bytes: well inside DynamoDB's 1,024-byte sort key and
 /// 2,048-byte partition key (with its `REC#` prefix), and long enough for any id we mint.
 pub const MAX_RECORD_KEY_BYTES: usize = 512;

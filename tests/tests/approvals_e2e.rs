@@ -94,6 +94,7 @@ async fn world() -> World {
             ..ApprovalSettings::default()
         }),
         hooks: Arc::default(),
+        scheduler: None,
     };
     let def = parse_definition(WORKFLOW).unwrap();
     ports

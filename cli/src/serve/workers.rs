@@ -1,12 +1,17 @@
 //! The background tasks: workers that drain the in-process queue through the executor (the
-//! poller Lambda's job), and the sweeper that re-wakes overdue runs (the triggers Lambda's).
+//! poller Lambda's job), the sweeper that re-wakes overdue runs, and the schedule ticker (the
+//! triggers Lambda's).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
-use flowgate_shared::ports::{Received, RunStore, WorkQueue};
-use flowgate_shared::runtime::{Clock, Executor, message_step, sweep};
+use flowgate_shared::adapters::record_scheduler::RecordScheduler;
+use flowgate_shared::ports::{Received, WorkQueue};
+use flowgate_shared::runtime::{
+    Clock, Executor, SchedulePorts, SweepPorts, Ticker, fire_schedule, message_step, sweep_all,
+};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, field, info_span, warn};
 
@@ -106,26 +111,80 @@ async fn handle(worker: u16, queue: &MemQueue, executor: &Executor, received: Re
     .await;
 }
 
-/// Every `interval`, re-wake runs whose `wake_at` is overdue (a message lost to a failed send
-/// or dropped after [`MAX_RECEIVES`]). The startup pass is [`super::recover::resume`], which
-/// runs before this task starts; so the first sweep here waits one interval.
-pub(super) async fn sweeper(
-    store: Arc<dyn RunStore>,
-    queue: Arc<dyn WorkQueue>,
-    clock: Arc<dyn Clock>,
-    interval: Duration,
-    mut stop: watch::Receiver<bool>,
-) {
+/// What the background sweep and the schedule ticker work on.
+#[derive(Clone)]
+pub(super) struct Background {
+    pub store: Arc<EmbeddedStore>,
+    pub queue: Arc<MemQueue>,
+    pub scheduler: Arc<RecordScheduler>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Background {
+    fn sweep_ports(&self) -> SweepPorts<'_> {
+        SweepPorts {
+            store: &*self.store,
+            workflows: &*self.store,
+            queue: &*self.queue,
+            records: &*self.store,
+            scheduler: Some(&*self.scheduler),
+        }
+    }
+}
+
+/// Every `interval`, do what the triggers Lambda does every minute ([`sweep_all`]): re-wake
+/// runs whose `wake_at` is overdue (a message lost to a failed send or dropped after
+/// [`MAX_RECEIVES`]), free concurrency slots nobody released, fix schedules that differ from
+/// the definitions. The startup pass is [`super::recover::resume`], which runs before this task
+/// starts; so the first sweep here waits one interval.
+pub(super) async fn sweeper(bg: Background, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => break,
             () = tokio::time::sleep(interval) => {}
         }
-        match sweep(store.as_ref(), queue.as_ref(), clock.now_ms(), SWEEP_LIMIT).await {
-            Ok(count) => debug!(count, "sweep done"),
+        match sweep_all(bg.sweep_ports(), bg.clock.now_ms(), SWEEP_LIMIT).await {
+            Ok(report) => debug!(?report, "sweep done"),
             Err(e) => warn!(error = %e, "sweep failed; the next one tries again"),
         }
     }
     debug!("sweeper stopped");
+}
+
+/// How often the schedule ticker looks at the clock (EventBridge's resolution is a minute).
+pub(super) const TICK: Duration = Duration::from_secs(1);
+
+/// The in-process EventBridge Scheduler: every [`TICK`], start the runs of schedules that are
+/// due, through the same [`fire_schedule`] the triggers Lambda calls.
+pub(super) async fn schedules(bg: Background, mut stop: watch::Receiver<bool>) {
+    let mut ticker = Ticker::default();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep(TICK) => {}
+        }
+        let entries = match bg.scheduler.entries().await {
+            Ok(entries) => entries,
+            Err(e) => {
+                warn!(error = %e, "cannot read the schedules; trying again next tick");
+                continue;
+            }
+        };
+        let now = bg.clock.now_ms();
+        for start in ticker.due(&entries, now) {
+            let ports = SchedulePorts {
+                store: &*bg.store,
+                workflows: &*bg.store,
+                queue: &*bg.queue,
+                records: &*bg.store,
+            };
+            match fire_schedule(ports, &start, now).await {
+                Ok(fired) => debug!(schedule = %start.schedule, ?fired, "schedule fired"),
+                Err(e) => warn!(schedule = %start.schedule, error = %e, "scheduled start failed"),
+            }
+        }
+    }
+    debug!("schedule ticker stopped");
 }

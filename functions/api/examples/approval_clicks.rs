@@ -197,6 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             ..ApprovalSettings::default()
         }),
         hooks: Arc::default(),
+        scheduler: None,
     };
     let app = flowgate_api::approvals_app(services);
 

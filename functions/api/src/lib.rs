@@ -55,6 +55,9 @@ pub struct Services {
     pub approvals: Arc<ApprovalSettings>,
     /// Inbound webhook triggers' secrets (`POST /hooks/{trigger_id}`); empty refuses them all.
     pub hooks: Arc<HookSecrets>,
+    /// Where `schedule` triggers are kept (EventBridge Scheduler, or records fired by `flowgate
+    /// serve`); storing or deleting a workflow syncs them. `None`: schedules are not synced.
+    pub scheduler: Option<Arc<dyn flowgate_shared::ports::Scheduler>>,
 }
 
 impl std::fmt::Debug for Services {

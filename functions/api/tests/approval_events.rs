@@ -90,6 +90,7 @@ fn approvals_app(api: &TestApi, clock: Arc<ManualClock>) -> axum::Router {
             ..ApprovalSettings::default()
         }),
         hooks: Arc::default(),
+        scheduler: None,
     })
 }
 

@@ -179,6 +179,7 @@ fn hooks_app(api: &TestApi, hooks: &str, clock: Arc<dyn Clock>) -> Router {
         notifier: Arc::new(NotifyConfig::default().build(api.store.clone()).unwrap()),
         approvals: Arc::default(),
         hooks: Arc::new(HookSecrets::parse(hooks).unwrap()),
+        scheduler: None,
     })
 }
 

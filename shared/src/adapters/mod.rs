@@ -3,15 +3,20 @@
 //! - `aws` feature: [`dynamodb::DynamoStore`] (run and workflow store on one DynamoDB table, see
 //!   `DYNAMODB.md` next to this file) and [`sqs::SqsQueue`].
 //! - `embedded` feature: [`embedded::EmbeddedStore`] (one redb file).
-//! - always: [`memqueue::MemQueue`] (in-process delay queue, tokio only).
+//!   [`eventbridge::EventBridgeScheduler`] (schedules on EventBridge Scheduler).
+//! - always: [`memqueue::MemQueue`] (in-process delay queue, tokio only) and
+//!   [`record_scheduler::RecordScheduler`] (schedules as records, fired by `flowgate serve`).
 
 #[cfg(feature = "aws")]
 pub mod dynamodb;
 #[cfg(feature = "embedded")]
 pub mod embedded;
+#[cfg(feature = "aws")]
+pub mod eventbridge;
 #[cfg(feature = "embedded")]
 mod group_commit;
 pub mod memqueue;
+pub mod record_scheduler;
 #[cfg(feature = "aws")]
 pub mod sqs;
 

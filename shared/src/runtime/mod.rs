@@ -18,6 +18,7 @@ mod deliver;
 mod effects;
 mod error;
 mod executor;
+mod schedules;
 mod sessions;
 mod start;
 mod sweeper;
@@ -33,6 +34,10 @@ pub use executor::{
     CommandError, Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until,
     event_step, message_step,
 };
+pub use schedules::{
+    Fired, SCHEDULE_LAST_RUN, ScheduleError, SchedulePorts, SyncReport, Ticker, fire_schedule,
+    reconcile_schedules, sync_schedules,
+};
 pub use sessions::session_record_name;
 pub use start::{CheckedRun, NewRun, StartError, StartedRun, check_run, create_run, start_run};
-pub use sweeper::{SWEEP_GRACE_MS, sweep};
+pub use sweeper::{SWEEP_GRACE_MS, SweepPorts, SweepReport, sweep, sweep_all};

@@ -53,3 +53,71 @@ pub async fn sweep(
     );
     Ok(due.len())
 }
+
+/// What one [`sweep_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Runs re-woken because their wake-up was overdue.
+    pub woken: usize,
+    /// Queued runs admitted after a slot nobody released was freed.
+    pub admitted: usize,
+    /// Schedules created or deleted because they differed from the definitions.
+    pub schedules_fixed: usize,
+}
+
+/// The ports the periodic sweep looks after.
+#[derive(Clone, Copy)]
+pub struct SweepPorts<'a> {
+    pub store: &'a dyn RunStore,
+    pub workflows: &'a dyn crate::ports::WorkflowStore,
+    pub queue: &'a dyn WorkQueue,
+    pub records: &'a dyn crate::ports::RecordStore,
+    /// Schedules are reconciled when there is a scheduler.
+    pub scheduler: Option<&'a dyn crate::ports::Scheduler>,
+}
+
+impl std::fmt::Debug for SweepPorts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SweepPorts").finish_non_exhaustive()
+    }
+}
+
+/// Everything the one-minute sweep does (the triggers function on its schedule, `flowgate
+/// serve` on a timer): re-wake overdue runs ([`sweep`]), free concurrency slots nobody released
+/// and admit who waits on them, and put back schedules that differ from the definitions. Each
+/// part runs even when an earlier one failed; the first error is returned after all ran.
+pub async fn sweep_all(
+    ports: SweepPorts<'_>,
+    now: Millis,
+    limit: usize,
+) -> Result<SweepReport, ExecError> {
+    let mut report = SweepReport::default();
+    let mut first_error = None;
+    match sweep(ports.store, ports.queue, now, limit).await {
+        Ok(n) => report.woken = n,
+        Err(e) => first_error = Some(e),
+    }
+    let admission = super::Admission {
+        store: ports.store,
+        records: ports.records,
+        queue: ports.queue,
+    };
+    match admission.repair(now).await {
+        Ok(n) => report.admitted = n,
+        Err(e) => {
+            first_error.get_or_insert(e);
+        }
+    }
+    if let Some(scheduler) = ports.scheduler {
+        match super::reconcile_schedules(scheduler, ports.workflows).await {
+            Ok(r) => report.schedules_fixed = r.created.len() + r.updated.len() + r.deleted.len(),
+            Err(e) => {
+                first_error.get_or_insert(e.into());
+            }
+        }
+    }
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(report),
+    }
+}

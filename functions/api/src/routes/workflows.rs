@@ -46,6 +46,37 @@ pub(crate) async fn list_workflows(
     }))
 }
 
+/// Make the scheduler hold what the stored definition says. The definition is already stored
+/// when this runs, so a failure answers 503 naming what to do: repeating the request syncs
+/// again (a repeated PUT stores one more identical version, which is harmless), and the
+/// sweeper puts missing or extra schedules right within a minute either way.
+async fn sync_schedules(s: &Services, id: &str, version: Option<u64>) -> Result<(), ApiError> {
+    let Some(scheduler) = &s.scheduler else {
+        return Ok(());
+    };
+    match flowgate_shared::runtime::sync_schedules(scheduler.as_ref(), s.workflows.as_ref(), id)
+        .await
+    {
+        Ok(report) => {
+            info!(workflow_id = %id, created = report.created.len(), updated = report.updated.len(), deleted = report.deleted.len(), "schedules synced");
+            Ok(())
+        }
+        Err(e) => {
+            let what = match version {
+                Some(v) => format!("workflow {id} was stored as version {v}"),
+                None => format!("workflow {id} was deleted"),
+            };
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "schedules_not_synced",
+                format!(
+                    "{what}, but its schedules could not be updated ({e}); repeat the request to sync them"
+                ),
+            ))
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
@@ -133,6 +164,7 @@ pub(crate) async fn put_workflow(
     }
     let stored = s.workflows.put_workflow(&def, s.clock.now_ms()).await?;
     info!(workflow_id = %id, version = stored.version, principal = %principal, "workflow stored");
+    sync_schedules(&s, &id, Some(stored.version)).await?;
     let status = if stored.version == 1 {
         StatusCode::CREATED
     } else {
@@ -160,6 +192,7 @@ pub(crate) async fn delete_workflow(
 ) -> Result<StatusCode, ApiError> {
     if s.workflows.delete_workflow(&id).await? {
         info!(workflow_id = %id, principal = %principal, "workflow deleted");
+        sync_schedules(&s, &id, None).await?;
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(workflow_not_found(&id))

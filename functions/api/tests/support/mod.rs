@@ -85,6 +85,7 @@ impl TestApi {
             ),
             approvals: Arc::new(Default::default()),
             hooks: Arc::new(Default::default()),
+            scheduler: None,
         };
         TestApi {
             app: app(services),
@@ -253,6 +254,8 @@ pub struct TestOptions {
     pub approvals: flowgate_api::ApprovalSettings,
     /// Inbound webhook triggers' secrets (default: none, so every delivery is refused).
     pub hooks: flowgate_api::HookSecrets,
+    /// Where storing a workflow syncs its schedules (default: not synced).
+    pub scheduler: Option<Arc<dyn flowgate_shared::ports::Scheduler>>,
     /// More API keys as `(principal, key)`, accepted beside [`KEY`] (for [`PRINCIPAL`]).
     pub extra_keys: Vec<(String, String)>,
     /// The clock the handlers read (signature windows, link expiry, start times); the
@@ -323,6 +326,7 @@ impl TestApi {
             notifier,
             approvals: Arc::new(options.approvals),
             hooks: Arc::new(options.hooks),
+            scheduler: options.scheduler.clone(),
         };
         TestApi {
             app: app(services),

@@ -749,6 +749,9 @@ impl<'d> Checker<'d> {
     }
 
     fn triggers(&mut self) {
+        /// Schedule names end in `.<n>` with at most two digits to spare (see `schedule`).
+        const MAX_SCHEDULES: usize = 20;
+        let mut schedules = 0usize;
         let mut webhook_ids: HashMap<&str, usize> = HashMap::new();
         for (i, t) in self.def.triggers.iter().enumerate() {
             let path = index("triggers", i);
@@ -759,11 +762,24 @@ impl<'d> Checker<'d> {
                     inputs,
                     overlap: _,
                 } => {
+                    schedules += 1;
+                    if schedules == MAX_SCHEDULES + 1 {
+                        self.problem(
+                            join(&path, "expression"),
+                            format!("a workflow may have at most {MAX_SCHEDULES} schedules; combine them into fewer cron expressions"),
+                        );
+                    }
                     if let Err(msg) = schedule::check_expression(expression) {
                         self.problem(join(&path, "expression"), msg);
+                    } else if let Err(e) = crate::schedule::Expression::parse(
+                        expression,
+                        crate::schedule::DEFAULT_TIMEZONE,
+                    ) {
+                        // Passed EventBridge's rules but cannot be evaluated locally.
+                        self.problem(join(&path, "expression"), e.to_string());
                     }
                     if let Some(tz) = timezone
-                        && (tz.trim().is_empty() || tz.contains(char::is_whitespace))
+                        && crate::schedule::time_zone(tz).is_err()
                     {
                         self.problem(
                             join(&path, "timezone"),
