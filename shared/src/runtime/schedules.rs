@@ -352,3 +352,63 @@ impl Ticker {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Map;
+
+    fn entry(expression: &str) -> ScheduleEntry {
+        ScheduleEntry {
+            name: "w.0".into(),
+            expression: expression.into(),
+            timezone: "UTC".into(),
+            target: ScheduledStart {
+                schedule: "w.0".into(),
+                workflow_id: "w".into(),
+                workflow_version: 1,
+                inputs: Map::new(),
+                overlap: OverlapPolicy::Skip,
+                scheduled_time: None,
+            },
+        }
+    }
+
+    #[test]
+    fn the_ticker_fires_each_due_time_once_and_restarts_on_a_new_expression() {
+        let t0 = parse_time("2026-11-21T12:00:30Z").expect("time");
+        let mut ticker = Ticker::default();
+        let entries = vec![entry("rate(1 minute)")];
+        assert!(
+            ticker.due(&entries, t0).is_empty(),
+            "first sight only arms it"
+        );
+        assert!(ticker.due(&entries, t0 + 59_999).is_empty());
+        let fired = ticker.due(&entries, t0 + 60_000);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            fired[0].scheduled_time.as_deref(),
+            Some("2026-11-21T12:01:30Z")
+        );
+        assert!(
+            ticker.due(&entries, t0 + 60_500).is_empty(),
+            "once per time"
+        );
+        // Asleep for five minutes: one firing, not five.
+        assert_eq!(ticker.due(&entries, t0 + 6 * 60_000).len(), 1);
+
+        let cron = vec![entry("cron(0 13 * * ? *)")];
+        assert!(ticker.due(&cron, t0 + 6 * 60_000).is_empty(), "re-armed");
+        let at_13 = parse_time("2026-11-21T13:00:00Z").expect("time");
+        let fired = ticker.due(&cron, at_13);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(
+            fired[0].scheduled_time.as_deref(),
+            Some("2026-11-21T13:00:00Z")
+        );
+        assert!(
+            ticker.due(&[], at_13 + 1).is_empty(),
+            "a removed schedule is forgotten"
+        );
+    }
+}
