@@ -42,7 +42,11 @@ async fn world() -> World {
         AgentClient::new("http://127.0.0.1:9", "unused", AgentClientConfig::default())
             .expect("client"),
     );
-    let notifier = Arc::new(NotifyConfig::default().build(ports.store.clone()).unwrap());
+    let notifier = Arc::new(
+        NotifyConfig::default()
+            .build(ports.store.clone())
+            .expect("test setup"),
+    );
     let executor = Arc::new(
         Executor::new(
             ports.store.clone(),
@@ -51,7 +55,7 @@ async fn world() -> World {
             agent.clone(),
             Arc::new(SystemClock),
         )
-        .unwrap()
+        .expect("test setup")
         .with_notifier(notifier.clone()),
     );
     let services = Services {
@@ -85,10 +89,15 @@ impl World {
         }
         let req = req
             .body(Body::from(yaml.unwrap_or_default().to_string()))
-            .unwrap();
-        let res = self.app.clone().oneshot(req).await.unwrap();
+            .expect("test setup");
+        let res = self.app.clone().oneshot(req).await.expect("test setup");
         let status = res.status();
-        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .expect("test setup")
+            .to_bytes();
         (
             status,
             serde_json::from_slice(&bytes).unwrap_or(Value::Null),
@@ -199,7 +208,12 @@ async fn reconcile_puts_back_a_schedule_deleted_by_hand_and_removes_a_stray_one(
     let w = world().await;
     let (status, _) = w.send("PUT", "hourly", Some(HOURLY)).await;
     assert_eq!(status, StatusCode::CREATED);
-    assert!(w.scheduler.delete_schedule("hourly.0").await.unwrap());
+    assert!(
+        w.scheduler
+            .delete_schedule("hourly.0")
+            .await
+            .expect("delete by hand")
+    );
     // A schedule of a workflow that no longer exists (left by a failed delete).
     let stray = ScheduleEntry {
         name: "gone.0".into(),
@@ -214,7 +228,10 @@ async fn reconcile_puts_back_a_schedule_deleted_by_hand_and_removes_a_stray_one(
             scheduled_time: None,
         },
     };
-    w.scheduler.put_schedule(&stray).await.unwrap();
+    w.scheduler
+        .put_schedule(&stray)
+        .await
+        .expect("a stray schedule");
 
     let report = flowgate_shared::runtime::reconcile_schedules(&w.scheduler, w.workflows.as_ref())
         .await

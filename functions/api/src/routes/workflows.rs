@@ -134,6 +134,7 @@ fn workflow_not_found(id: &str) -> ApiError {
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 415, description = "Neither JSON nor YAML", body = ErrorBody),
         (status = 422, description = "The definition is invalid (every problem is listed)", body = ErrorBody),
+        (status = 503, description = "Stored, but its schedules could not be synced (`schedules_not_synced`); repeat the request", body = ErrorBody),
     )
 )]
 pub(crate) async fn put_workflow(
@@ -183,6 +184,7 @@ pub(crate) async fn put_workflow(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
+        (status = 503, description = "Deleted, but its schedules could not be removed (`schedules_not_synced`); repeat the request", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_workflow(
