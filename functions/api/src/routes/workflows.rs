@@ -62,16 +62,18 @@ async fn sync_schedules(s: &Services, id: &str, version: Option<u64>) -> Result<
             Ok(())
         }
         Err(e) => {
-            let what = match version {
-                Some(v) => format!("workflow {id} was stored as version {v}"),
-                None => format!("workflow {id} was deleted"),
+            let message = match version {
+                Some(v) => format!(
+                    "workflow {id} was stored as version {v}, but its schedules could not be updated ({e}); repeat the request to sync them"
+                ),
+                None => format!(
+                    "workflow {id} was deleted, but its schedules could not be removed ({e}); the sweep removes them within a minute"
+                ),
             };
             Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "schedules_not_synced",
-                format!(
-                    "{what}, but its schedules could not be updated ({e}); repeat the request to sync them"
-                ),
+                message,
             ))
         }
     }
@@ -184,7 +186,7 @@ pub(crate) async fn put_workflow(
         (status = 204, description = "Deleted"),
         (status = 401, description = "Missing or invalid API key", body = ErrorBody),
         (status = 404, description = "No such workflow", body = ErrorBody),
-        (status = 503, description = "Deleted, but its schedules could not be removed (`schedules_not_synced`); repeat the request", body = ErrorBody),
+        (status = 503, description = "Deleted, but its schedules could not be removed (`schedules_not_synced`); the sweep removes them within a minute", body = ErrorBody),
     )
 )]
 pub(crate) async fn delete_workflow(
