@@ -5,18 +5,12 @@
 
 mod runtime_support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate_shared::adapters::embedded::EmbeddedStore;
-use flowgate_shared::adapters::memqueue::MemQueue;
-use flowgate_shared::agent::simulator::SimulatorHandle;
-use flowgate_shared::definition::parse_definition;
 use flowgate_shared::model::{AuditEntry, Run, RunStatus};
 use flowgate_shared::notify::Delivery;
-use flowgate_shared::notify::config::NotifyConfig;
-use flowgate_shared::ports::{RunQuery, RunStore, WorkMessage, WorkQueue, WorkflowStore};
-use flowgate_shared::runtime::{Clock, Executor, MAX_CHAIN_DEPTH, NewRun, SystemClock, start_run};
+use flowgate_shared::ports::{RunQuery, RunStore, WorkMessage, WorkQueue};
+use flowgate_shared::runtime::{Clock, MAX_CHAIN_DEPTH, NewRun, SystemClock, start_run};
 use runtime_support::*;
 use serde_json::{Map, Value, json};
 
@@ -50,49 +44,10 @@ steps:
   - {id: nap, kind: wait, duration: 10ms}
 "#;
 
-struct World {
-    _dir: tempfile::TempDir,
-    _sim: SimulatorHandle,
-    store: Arc<EmbeddedStore>,
-    queue: Arc<MemQueue>,
-    executor: Executor,
-}
+type World = NotifiedWorld;
 
-/// Ports, an executor with a notifier (lifecycle deliveries are what chain), and `defs` stored.
 async fn world(defs: &[&str]) -> World {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open_store(&dir);
-    let queue = Arc::new(MemQueue::new(Duration::from_secs(1)));
-    let sim = fast_simulator().await;
-    let notifier = NotifyConfig::default()
-        .build(store.clone())
-        .expect("notifier");
-    let executor = Executor::new(
-        store.clone(),
-        store.clone(),
-        queue.clone(),
-        Arc::new(client(&sim, Duration::from_secs(300))),
-        Arc::new(SystemClock),
-    )
-    .expect("executor")
-    .with_notifier(Arc::new(notifier));
-    for yaml in defs {
-        let def = match parse_definition(yaml) {
-            Ok(d) => d,
-            Err(e) => panic!("test definition is invalid: {e}"),
-        };
-        store
-            .put_workflow(&def, SystemClock.now_ms())
-            .await
-            .expect("store the workflow");
-    }
-    World {
-        _dir: dir,
-        _sim: sim,
-        store,
-        queue,
-        executor,
-    }
+    notified_world(defs).await
 }
 
 impl World {

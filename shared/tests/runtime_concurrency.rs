@@ -7,20 +7,13 @@
 mod runtime_support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use flowgate_shared::adapters::embedded::EmbeddedStore;
-use flowgate_shared::adapters::memqueue::MemQueue;
-use flowgate_shared::agent::simulator::SimulatorHandle;
-use flowgate_shared::definition::parse_definition;
 use flowgate_shared::engine::Event;
 use flowgate_shared::model::{Run, RunStatus};
-use flowgate_shared::notify::config::NotifyConfig;
-use flowgate_shared::ports::{RecordStore, RunQuery, RunStore, WorkQueue, WorkflowStore};
+use flowgate_shared::ports::{RecordStore, RunQuery, RunStore, WorkQueue};
 use flowgate_shared::runtime::{
-    Admission, Clock, Executor, NewRun, ORPHAN_AFTER_MS, StartError, StartedRun, SystemClock,
-    start_run,
+    Admission, Clock, NewRun, ORPHAN_AFTER_MS, StartError, StartedRun, SystemClock, start_run,
 };
 use runtime_support::*;
 use serde_json::{Value, json};
@@ -51,45 +44,10 @@ steps:
   - {id: nap, kind: wait, duration: 30ms}
 "#;
 
-struct World {
-    _dir: tempfile::TempDir,
-    _sim: SimulatorHandle,
-    store: Arc<EmbeddedStore>,
-    queue: Arc<MemQueue>,
-    executor: Executor,
-}
+type World = NotifiedWorld;
 
 async fn world(defs: &[&str]) -> World {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open_store(&dir);
-    let queue = Arc::new(MemQueue::new(Duration::from_secs(1)));
-    let sim = fast_simulator().await;
-    let notifier = NotifyConfig::default()
-        .build(store.clone())
-        .expect("notifier");
-    let executor = Executor::new(
-        store.clone(),
-        store.clone(),
-        queue.clone(),
-        Arc::new(client(&sim, Duration::from_secs(300))),
-        Arc::new(SystemClock),
-    )
-    .expect("executor")
-    .with_notifier(Arc::new(notifier));
-    for yaml in defs {
-        let def = parse_definition(yaml).unwrap_or_else(|e| panic!("invalid test definition: {e}"));
-        store
-            .put_workflow(&def, SystemClock.now_ms())
-            .await
-            .expect("store the workflow");
-    }
-    World {
-        _dir: dir,
-        _sim: sim,
-        store,
-        queue,
-        executor,
-    }
+    notified_world(defs).await
 }
 
 /// What the settle loop saw: the most runs active at once, and the order runs started and

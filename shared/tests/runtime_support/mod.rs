@@ -79,6 +79,50 @@ pub fn client(sim: &SimulatorHandle, clock_skew: Duration) -> AgentClient {
     .expect("agent client")
 }
 
+/// Real local ports with an executor that has a notifier (lifecycle deliveries are what chain
+/// runs and release concurrency slots), with `defs` (YAML) stored.
+pub struct NotifiedWorld {
+    pub dir: tempfile::TempDir,
+    pub sim: SimulatorHandle,
+    pub store: Arc<EmbeddedStore>,
+    pub queue: Arc<MemQueue>,
+    pub executor: flowgate_shared::runtime::Executor,
+}
+
+pub async fn notified_world(defs: &[&str]) -> NotifiedWorld {
+    use flowgate_shared::runtime::{Clock as _, Executor, SystemClock};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open_store(&dir);
+    let queue = Arc::new(MemQueue::new(Duration::from_secs(1)));
+    let sim = fast_simulator().await;
+    let notifier = flowgate_shared::notify::config::NotifyConfig::default()
+        .build(store.clone())
+        .expect("notifier");
+    let executor = Executor::new(
+        store.clone(),
+        store.clone(),
+        queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(300))),
+        Arc::new(SystemClock),
+    )
+    .expect("executor")
+    .with_notifier(Arc::new(notifier));
+    for yaml in defs {
+        let def = parse_definition(yaml).unwrap_or_else(|e| panic!("invalid test definition: {e}"));
+        store
+            .put_workflow(&def, SystemClock.now_ms())
+            .await
+            .expect("store the workflow");
+    }
+    NotifiedWorld {
+        dir,
+        sim,
+        store,
+        queue,
+        executor,
+    }
+}
+
 pub fn open_store(dir: &tempfile::TempDir) -> Arc<EmbeddedStore> {
     Arc::new(EmbeddedStore::open(dir.path()).expect("open the embedded store"))
 }
