@@ -290,3 +290,49 @@ async fn tool_calls_act_as_the_caller_through_the_api() {
         "{result}"
     );
 }
+
+/// `events/mcp/tools-list.json` through `lambda_http`'s conversions, as on Lambda.
+async fn lambda_tools_list(api: &TestApi) -> (axum::http::StatusCode, String) {
+    use lambda_http::IntoResponse as _;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../events/mcp/tools-list.json");
+    let text = std::fs::read_to_string(&path).expect("the event file");
+    let event: lambda_http::request::LambdaRequest =
+        serde_json::from_str(&text).expect("an API Gateway event");
+    let request: lambda_http::Request = event.into();
+    let response = tower::ServiceExt::oneshot(api.app.clone(), request)
+        .await
+        .expect("infallible")
+        .into_response()
+        .await;
+    let status = response.status();
+    let body = match response.into_body() {
+        lambda_http::Body::Text(text) => text,
+        lambda_http::Body::Binary(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        other => format!("{other:?}"),
+    };
+    (status, body)
+}
+
+#[tokio::test]
+async fn on_lambda_the_api_gateway_host_is_allowed_through_the_public_url() {
+    let deployed = TestApi::start_with(TestOptions {
+        notify: flowgate_shared::notify::config::NotifyConfig {
+            public_url: Some("https://f1owg8te01.execute-api.eu-west-1.amazonaws.com".into()),
+            ..Default::default()
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let (status, body) = lambda_tools_list(&deployed).await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["id"], 7);
+    assert_eq!(answer["result"]["tools"].as_array().unwrap().len(), 10);
+
+    // Without the public URL (or FLOWGATE_MCP_ALLOWED_HOSTS) the gateway's host is refused.
+    let unconfigured = TestApi::start().await;
+    let (status, body) = lambda_tools_list(&unconfigured).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("Host"), "{body}");
+}
