@@ -47,6 +47,9 @@ pub const DECIDE_APPROVAL: &str = "decide_approval";
 /// newest entries.
 const MAX_EVENT_PAGES: usize = 20;
 
+/// How long `run_workflow` may spend reading the run after its wait ends.
+const READ_GRACE: Duration = Duration::from_secs(4);
+
 /// What the server tells a client about itself (shown to the model by most hosts).
 const INSTRUCTIONS: &str = "Flowgate runs multi-step AI coding-agent workflows (design, \
 implement, test, review, ...). list_workflows shows what can be run; run_workflow starts a run \
@@ -154,11 +157,26 @@ impl FlowgateMcp {
     where
         ToolError: From<E>,
     {
-        match tokio::time::timeout(self.settings.call_timeout, fut).await {
+        self.bounded_for(what, self.settings.call_timeout, fut)
+            .await
+    }
+
+    /// `fut`, failing with [`ToolError::Timeout`] after `budget` (at most the call budget).
+    async fn bounded_for<T, E>(
+        &self,
+        what: &'static str,
+        budget: Duration,
+        fut: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, ToolError>
+    where
+        ToolError: From<E>,
+    {
+        let budget = budget.min(self.settings.call_timeout);
+        match tokio::time::timeout(budget, fut).await {
             Ok(result) => result.map_err(ToolError::from),
             Err(_) => Err(ToolError::Timeout {
                 what,
-                seconds: self.settings.call_timeout.as_secs().max(1),
+                seconds: budget.as_secs().max(1),
             }),
         }
     }
@@ -538,9 +556,17 @@ impl FlowgateMcp {
         let token = ctx.meta.get_progress_token();
         let mut reporter = Reporter::default();
         let deadline = began + wait;
+        // Reads after the wait get a short budget of their own, so the whole call stays inside
+        // `wait + READ_GRACE` (20 + 4 s: under API Gateway's 29 s even when the API is slow).
+        let hard_deadline = deadline + READ_GRACE;
         let run = loop {
+            let budget = hard_deadline.saturating_duration_since(Instant::now());
             let run = self
-                .bounded("GET /v1/runs/{id}", api.get_run(&started.run_id))
+                .bounded_for(
+                    "GET /v1/runs/{id}",
+                    budget.max(Duration::from_millis(500)),
+                    api.get_run(&started.run_id),
+                )
                 .await
                 .map_err(|e| {
                     ToolError::Invalid(format!(
