@@ -41,6 +41,9 @@ pub fn service(
         .with_legacy_session_mode(false)
         .with_json_response(true)
         .with_sse_keep_alive(None)
+        // The API's own body limit (1 MiB), not rmcp's 4 MiB default: a tool call's arguments
+        // end up in an API request body anyway.
+        .with_max_request_body_bytes(flowgate_shared::api::MAX_BODY_BYTES)
         .with_allowed_hosts(allowed);
     let settings = Arc::new(settings);
     StreamableHttpService::new(
