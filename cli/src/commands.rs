@@ -587,7 +587,7 @@ pub fn report_error(error: &CliError, key: Option<&ApiKey>, err: &mut dyn Write)
     Ok(())
 }
 
-fn key_hint(source: &KeySource) -> String {
+pub(crate) fn key_hint(source: &KeySource) -> String {
     match source {
         KeySource::Given => {
             "the key given with --api-key / FLOWGATE_API_KEY was refused; check it is a key this \

@@ -15,6 +15,7 @@ pub mod serve;
 
 pub mod approvals;
 pub mod commands;
+pub mod mcp;
 pub mod output;
 pub mod progress;
 
@@ -38,6 +39,9 @@ pub enum Command {
     /// Run every Flowgate function in one process on 127.0.0.1: the HTTP API, the workers, the
     /// sweeper, an embedded store and (without --agent-url) the built-in agent simulator.
     Serve(serve::ServeArgs),
+    /// Serve Flowgate's tools to an MCP client on stdin/stdout (what a desktop assistant
+    /// starts), calling the API at --url with --api-key. Logs go to stderr.
+    Mcp,
     /// Check workflow definition files (YAML or JSON) and list every problem found.
     Validate {
         /// Definition files to check.

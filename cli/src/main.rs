@@ -30,6 +30,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Mcp => flowgate_cli::mcp::main(&cli.api),
         Command::Api(command) => flowgate_cli::commands::main(&cli.api, command),
         Command::Approvals(command) => flowgate_cli::approvals::main(&cli.api, command),
         Command::Validate { files, json } => {

@@ -81,6 +81,10 @@ pub struct ServeArgs {
     /// Accepted keys as `principal=<sha256 hex>,...` (the Lambda's format), instead of --api-key.
     #[arg(long, env = "FLOWGATE_API_KEY_HASHES", hide_env_values = true)]
     pub api_key_hashes: Option<String>,
+    /// Principals whose keys may decide approvals, comma-separated (default: every key; the
+    /// key of --api-key or the key file is `local`).
+    #[arg(long, env = "FLOWGATE_API_KEY_APPROVERS")]
+    pub api_key_approvers: Option<String>,
     /// Work messages handled at once.
     #[arg(long, env = "FLOWGATE_WORKERS", default_value_t = 8,
           value_parser = clap::value_parser!(u16).range(1..=1024))]
@@ -139,6 +143,7 @@ impl fmt::Debug for ServeArgs {
             .field("agent_api_key", &redacted(&self.agent_api_key))
             .field("api_key", &redacted(&self.api_key))
             .field("api_key_hashes", &self.api_key_hashes.is_some())
+            .field("api_key_approvers", &self.api_key_approvers)
             .field("workers", &self.workers)
             .field("sweep_interval", &self.sweep_interval)
             .field("simulator_run_duration", &self.simulator_run_duration)
@@ -167,6 +172,7 @@ impl ServeArgs {
             agent_api_key: None,
             api_key: None,
             api_key_hashes: None,
+            api_key_approvers: None,
             workers: 8,
             sweep_interval: Duration::from_secs(60),
             simulator_run_duration: Duration::from_secs(20),
@@ -490,7 +496,11 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
         executor,
         agent,
         clock,
-        keys: Arc::new(keys.keys.clone()),
+        keys: Arc::new(
+            keys.keys
+                .clone()
+                .with_approvers(args.api_key_approvers.as_deref().unwrap_or_default()),
+        ),
         notifier,
         approvals,
         hooks,

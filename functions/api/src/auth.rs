@@ -5,7 +5,13 @@
 //! hash in constant time (all of them, without stopping at a match), so neither the key nor
 //! which entry matched leaks through timing. Keys are never logged; only the principal name
 //! configured next to the hash is.
+//!
+//! Deciding approvals is a permission of its own ([`ApiKeys::may_approve`]): a key handed to an
+//! AI assistant (through MCP, say) can start and steer runs without being able to wave its own
+//! work through the human gates. Without `FLOWGATE_API_KEY_APPROVERS` every key may decide, as
+//! before; an approval step's own `approvers` list still applies on top.
 
+use std::collections::BTreeSet;
 use std::fmt;
 
 use axum::http::HeaderMap;
@@ -21,10 +27,12 @@ struct KeyEntry {
     hash: [u8; 32],
 }
 
-/// The accepted API keys.
+/// The accepted API keys, and which of them may decide approvals.
 #[derive(Clone, Default)]
 pub struct ApiKeys {
     entries: Vec<KeyEntry>,
+    /// Principals whose keys may decide approvals; `None`: every key.
+    approvers: Option<BTreeSet<String>>,
 }
 
 impl fmt::Debug for ApiKeys {
@@ -38,6 +46,7 @@ impl fmt::Debug for ApiKeys {
                     .map(|e| e.principal.as_str())
                     .collect::<Vec<_>>(),
             )
+            .field("approvers", &self.approvers)
             .finish()
     }
 }
@@ -81,7 +90,10 @@ impl ApiKeys {
             }
             entries.push(KeyEntry { principal, hash });
         }
-        Ok(ApiKeys { entries })
+        Ok(ApiKeys {
+            entries,
+            approvers: None,
+        })
     }
 
     /// Accept one plain key (hashed at once; the plain key is not kept). For `flowgate serve`.
@@ -93,7 +105,30 @@ impl ApiKeys {
                 principal: principal.to_string(),
                 hash,
             }],
+            approvers: None,
         }
+    }
+
+    /// Only the keys of these principals may decide approvals (`FLOWGATE_API_KEY_APPROVERS`:
+    /// comma-separated principal names). A blank spec keeps the default, every key.
+    pub fn with_approvers(mut self, spec: &str) -> Self {
+        let names: BTreeSet<String> = spec
+            .split([',', '\n'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        self.approvers = (!names.is_empty()).then_some(names);
+        self
+    }
+
+    /// Whether the key of `principal` may decide approvals (approve, reject, retry, skip,
+    /// cancel through an approval). The approval's own `approvers` and the no-self-approval rule
+    /// are checked by the engine afterwards.
+    pub fn may_approve(&self, principal: &str) -> bool {
+        self.approvers
+            .as_ref()
+            .is_none_or(|names| names.contains(principal))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -208,6 +243,18 @@ mod tests {
         assert!(text.contains("ops"));
         assert!(!text.contains("secret-value"));
         assert!(!text.contains(&hash_key("secret-value")));
+    }
+
+    #[test]
+    fn approving_is_every_key_unless_restricted() {
+        let keys = ApiKeys::single("local", "k");
+        assert!(keys.may_approve("local"));
+        let keys = keys.with_approvers("  ");
+        assert!(keys.may_approve("local"), "a blank list keeps the default");
+        let keys = ApiKeys::single("bot", "k").with_approvers(" alice, ops\n");
+        assert!(!keys.may_approve("bot"));
+        assert!(keys.may_approve("alice"));
+        assert!(keys.may_approve("ops"));
     }
 
     #[test]

@@ -13,6 +13,9 @@ use crate::{ApprovalSettings, HookSecrets, Services};
 
 /// `name=sha256hex,...`: the API keys the function accepts (see [`ApiKeys::from_hashes`]).
 pub const ENV_API_KEY_HASHES: &str = "FLOWGATE_API_KEY_HASHES";
+/// `alice,ops`: the principals whose keys may decide approvals (every key when unset; see
+/// [`ApiKeys::may_approve`]).
+pub const ENV_API_KEY_APPROVERS: &str = "FLOWGATE_API_KEY_APPROVERS";
 
 /// The EventBridge Scheduler group workflows' schedules live in; unset: schedules are not
 /// synced (a deployment without schedules, or `flowgate serve`, which keeps its own).
@@ -79,7 +82,8 @@ pub async fn trigger_services_from_env() -> Result<Services, ApiConfigError> {
 
 async fn services_with(require_keys: bool) -> Result<Services, ApiConfigError> {
     let config = PollerConfig::from_env()?;
-    let keys = ApiKeys::from_hashes(&std::env::var(ENV_API_KEY_HASHES).unwrap_or_default())?;
+    let keys = ApiKeys::from_hashes(&std::env::var(ENV_API_KEY_HASHES).unwrap_or_default())?
+        .with_approvers(&std::env::var(ENV_API_KEY_APPROVERS).unwrap_or_default());
     if require_keys && keys.is_empty() {
         return Err(ApiConfigError::NoKeys);
     }

@@ -8,7 +8,9 @@
 //!
 //! Layout: [`auth`] (API keys), [`error`] (the one error shape and every status mapping),
 //! [`body`] (JSON/YAML bodies with size and content-type checks), `routes/*` (handlers),
-//! [`config`] (the Lambda's environment).
+//! [`config`] (the Lambda's environment), [`mcp`] (the MCP endpoint at `/mcp`, which speaks
+//! JSON-RPC rather than REST and so is mounted beside the documented routes, not in the
+//! OpenAPI document).
 
 use std::sync::{Arc, OnceLock};
 
@@ -29,6 +31,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod hooks;
+pub mod mcp;
 mod routes;
 mod views;
 
@@ -116,9 +119,11 @@ pub fn openapi() -> &'static OpenApi {
 }
 
 /// The API as one axum router: every route (each handler authenticates through its
-/// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit.
+/// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit, and the MCP
+/// endpoint at `/mcp` (see [`mcp`]), whose tools call the other routes in-process.
 pub fn app(services: Services) -> Router {
-    finish(parts().0, services)
+    let api = finish(parts().0, services.clone());
+    mcp::mount(api, &services)
 }
 
 /// The approvals function's router: Slack interactivity, approval decisions (API key or

@@ -17,6 +17,7 @@ use support::{KEY, TestApi};
 const ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
     ("get", "/openapi.json"),
+    ("get", "/v1/me"),
     ("post", "/v1/runs"),
     ("get", "/v1/runs"),
     ("get", "/v1/runs/{id}"),

@@ -19,7 +19,7 @@ use serde_json::Value;
 use super::{
     API_KEY_HEADER, AgentWorkflowList, ApprovalList, CancelRequest, CommandResponse,
     CreateWebhookRequest, DecisionRequest, DecisionResponse, ErrorBody, EventList, Health,
-    IDEMPOTENCY_KEY_HEADER, ListRunsParams, MessageRequest, ProblemView, RetryRequest,
+    IDEMPOTENCY_KEY_HEADER, Identity, ListRunsParams, MessageRequest, ProblemView, RetryRequest,
     RollbackRequest, RunDetail, RunList, SessionList, SessionView, StartRunRequest,
     StartRunResponse, Subscription, ValidationReport, WebhookCreated, WebhookDeliveriesParams,
     WebhookDeliveryList, WebhookList, WorkflowDetail, WorkflowList,
@@ -334,6 +334,11 @@ impl FlowgateClient {
     /// `GET /openapi.json`: the API's OpenAPI document (no auth needed).
     pub async fn openapi(&self) -> Result<Value, ClientError> {
         self.get(&["openapi.json"], &()).await
+    }
+
+    /// `GET /v1/me`: the key's principal and whether it may decide approvals.
+    pub async fn me(&self) -> Result<Identity, ClientError> {
+        self.get(&["v1", "me"], &()).await
     }
 
     // -----------------------------------------------------------------------------------------

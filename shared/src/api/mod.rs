@@ -487,6 +487,16 @@ pub struct SessionList {
     pub sessions: Vec<SessionView>,
 }
 
+/// `GET /v1/me`: who an API key belongs to and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Identity {
+    /// The key's principal: what audit logs, `started_by` and approval decisions show.
+    pub principal: String,
+    /// Whether the key may decide approvals (`FLOWGATE_API_KEY_APPROVERS`; every key when
+    /// unset). An approval's own `approvers` list and the no-self-approval rule still apply.
+    pub may_approve: bool,
+}
+
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Health {

@@ -244,11 +244,22 @@ pub(crate) const MAX_COMMENT_BYTES: usize = 3_000;
 /// The decider: an API key's principal, or the webhook principal for a valid signature.
 fn authenticate(s: &Services, raw: &RawBody) -> Result<String, ApiError> {
     if let Some(key) = ApiKeys::presented(&raw.headers).map_err(ApiError::unauthorized)? {
-        return s
+        let principal = s
             .keys
             .principal_for(key)
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"));
+            .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
+        if !s.keys.may_approve(principal) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "not_an_approver",
+                format!(
+                    "the API key of `{principal}` may not decide approvals (it is not listed in \
+                     FLOWGATE_API_KEY_APPROVERS); ask someone whose key may, or decide in Slack \
+                     or through an approval link"
+                ),
+            ));
+        }
+        return Ok(principal.to_string());
     }
     if raw.headers.contains_key("webhook-signature") {
         if s.approvals.webhook_secrets.is_empty() {

@@ -16,6 +16,7 @@ use crate::error::ApiError;
 
 mod approvals;
 mod hooks;
+mod me;
 mod runs;
 mod sessions;
 mod slack;
@@ -26,6 +27,7 @@ mod workflows;
 pub(crate) fn router() -> OpenApiRouter<Services> {
     OpenApiRouter::new()
         .routes(routes!(openapi_json))
+        .routes(routes!(me::me))
         .routes(routes!(runs::start_run, runs::list_runs))
         .routes(routes!(runs::get_run))
         .routes(routes!(runs::run_events))

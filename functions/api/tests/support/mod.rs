@@ -258,6 +258,8 @@ pub struct TestOptions {
     pub scheduler: Option<Arc<dyn flowgate_shared::ports::Scheduler>>,
     /// More API keys as `(principal, key)`, accepted beside [`KEY`] (for [`PRINCIPAL`]).
     pub extra_keys: Vec<(String, String)>,
+    /// `FLOWGATE_API_KEY_APPROVERS`: the principals whose keys may decide approvals.
+    pub approvers: Option<String>,
     /// The clock the handlers read (signature windows, link expiry, start times); the
     /// executor keeps the system clock. Default: the system clock.
     pub api_clock: Option<Arc<dyn flowgate_shared::runtime::Clock>>,
@@ -314,7 +316,8 @@ impl TestApi {
                 .collect::<Vec<_>>()
                 .join(",");
             ApiKeys::from_hashes(&spec).expect("API keys")
-        };
+        }
+        .with_approvers(options.approvers.as_deref().unwrap_or_default());
         let services = Services {
             store: store.clone(),
             workflows: store.clone(),
