@@ -10,7 +10,7 @@ use std::time::Duration;
 use flowgate_shared::model::{AuditEntry, Run, RunStatus};
 use flowgate_shared::notify::Delivery;
 use flowgate_shared::ports::{RunQuery, RunStore, WorkMessage, WorkQueue};
-use flowgate_shared::runtime::{Clock, MAX_CHAIN_DEPTH, NewRun, SystemClock, start_run};
+use flowgate_shared::runtime::MAX_CHAIN_DEPTH;
 use runtime_support::*;
 use serde_json::{Map, Value, json};
 
@@ -52,24 +52,10 @@ async fn world(defs: &[&str]) -> World {
 
 impl World {
     async fn start(&self, workflow: &str, inputs: Value) -> String {
-        let Value::Object(inputs) = inputs else {
-            panic!("inputs must be an object");
-        };
-        start_run(
-            &*self.store,
-            &*self.store,
-            &*self.queue,
-            &*self.store,
-            SystemClock.now_ms(),
-            NewRun {
-                workflow_id: workflow.into(),
-                inputs,
-                ..NewRun::default()
-            },
-        )
-        .await
-        .expect("start")
-        .run_id
+        self.try_start(workflow, inputs, None)
+            .await
+            .expect("start")
+            .run_id
     }
 
     /// Handle messages until the queue is empty (every run finished, every delivery done);

@@ -13,7 +13,7 @@ use flowgate_shared::engine::Event;
 use flowgate_shared::model::{Run, RunStatus};
 use flowgate_shared::ports::{RecordStore, RunQuery, RunStore, WorkQueue};
 use flowgate_shared::runtime::{
-    Admission, Clock, NewRun, ORPHAN_AFTER_MS, StartError, StartedRun, SystemClock, start_run,
+    Admission, Clock, ORPHAN_AFTER_MS, StartError, StartedRun, SystemClock,
 };
 use runtime_support::*;
 use serde_json::{Value, json};
@@ -60,31 +60,6 @@ struct Observed {
 }
 
 impl World {
-    async fn try_start(
-        &self,
-        workflow: &str,
-        inputs: Value,
-        key: Option<&str>,
-    ) -> Result<StartedRun, StartError> {
-        let Value::Object(inputs) = inputs else {
-            panic!("inputs must be an object");
-        };
-        start_run(
-            &*self.store,
-            &*self.store,
-            &*self.queue,
-            &*self.store,
-            SystemClock.now_ms(),
-            NewRun {
-                workflow_id: workflow.into(),
-                inputs,
-                idempotency_key: key.map(str::to_string),
-                ..NewRun::default()
-            },
-        )
-        .await
-    }
-
     async fn start(&self, workflow: &str, inputs: Value) -> StartedRun {
         self.try_start(workflow, inputs, None).await.expect("start")
     }

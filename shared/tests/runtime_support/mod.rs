@@ -89,6 +89,36 @@ pub struct NotifiedWorld {
     pub executor: flowgate_shared::runtime::Executor,
 }
 
+impl NotifiedWorld {
+    /// Start a run of `workflow` with `inputs` (an object) and an optional idempotency key,
+    /// as the API would.
+    pub async fn try_start(
+        &self,
+        workflow: &str,
+        inputs: serde_json::Value,
+        key: Option<&str>,
+    ) -> Result<flowgate_shared::runtime::StartedRun, flowgate_shared::runtime::StartError> {
+        use flowgate_shared::runtime::{Clock as _, NewRun, SystemClock, start_run};
+        let serde_json::Value::Object(inputs) = inputs else {
+            panic!("inputs must be an object");
+        };
+        start_run(
+            &*self.store,
+            &*self.store,
+            &*self.queue,
+            &*self.store,
+            SystemClock.now_ms(),
+            NewRun {
+                workflow_id: workflow.into(),
+                inputs,
+                idempotency_key: key.map(str::to_string),
+                ..NewRun::default()
+            },
+        )
+        .await
+    }
+}
+
 pub async fn notified_world(defs: &[&str]) -> NotifiedWorld {
     use flowgate_shared::runtime::{Clock as _, Executor, SystemClock};
     let dir = tempfile::tempdir().expect("temp dir");
