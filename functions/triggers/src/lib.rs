@@ -13,8 +13,6 @@
 //!   `flowgate_api` builds, so this function, the api function and `flowgate serve` answer a
 //!   delivery the same way.
 
-use std::sync::Arc;
-
 use flowgate_api::Services;
 use flowgate_shared::runtime::{Fired, SchedulePorts, SweepPorts, fire_schedule, sweep_all};
 use flowgate_shared::schedule::{SCHEDULE_EVENT, ScheduledStart};
@@ -108,12 +106,12 @@ impl Triggers {
             }
         };
         let s = &self.services;
-        let records = s.notifier.webhooks().records().clone();
+        let records = s.notifier.webhooks().records();
         let ports = SchedulePorts {
             store: &*s.store,
             workflows: &*s.workflows,
             queue: &*s.queue,
-            records: &*records,
+            records: records.as_ref(),
         };
         match fire_schedule(ports, &start, s.clock.now_ms()).await {
             Ok(fired) => {
@@ -135,12 +133,12 @@ impl Triggers {
 
     async fn sweep(&self) -> Result<Value, Error> {
         let s = &self.services;
-        let records = s.notifier.webhooks().records().clone();
+        let records = s.notifier.webhooks().records();
         let ports = SweepPorts {
             store: &*s.store,
             workflows: &*s.workflows,
             queue: &*s.queue,
-            records: &*records,
+            records: records.as_ref(),
             scheduler: s.scheduler.as_deref(),
         };
         let report = sweep_all(ports, s.clock.now_ms(), SWEEP_LIMIT).await?;
@@ -162,6 +160,3 @@ impl Triggers {
         Ok(serde_json::to_value(response)?)
     }
 }
-
-/// The services shared by every invocation.
-pub type SharedTriggers = Arc<Triggers>;

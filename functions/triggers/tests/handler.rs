@@ -55,6 +55,7 @@ struct World {
     _dir: tempfile::TempDir,
     store: Arc<EmbeddedStore>,
     queue: Arc<MemQueue>,
+    executor: Arc<Executor>,
     triggers: Triggers,
 }
 
@@ -95,7 +96,7 @@ async fn world(defs: &[&str]) -> World {
         store: store.clone(),
         workflows: store.clone(),
         queue: queue.clone(),
-        executor,
+        executor: executor.clone(),
         agent,
         clock,
         keys: Arc::new(ApiKeys::default()),
@@ -110,6 +111,7 @@ async fn world(defs: &[&str]) -> World {
         _dir: dir,
         store,
         queue,
+        executor,
         triggers: Triggers::new(services),
     }
 }
@@ -148,25 +150,9 @@ impl World {
             .await
             .expect("receive")
         {
-            self.triggers_executor()
-                .handle(&m.message)
-                .await
-                .expect("handled");
+            self.executor.handle(&m.message).await.expect("handled");
             self.queue.ack(&m.receipt).await.expect("ack");
         }
-    }
-
-    fn triggers_executor(&self) -> Executor {
-        let agent = AgentClient::new("http://127.0.0.1:9", "unused", AgentClientConfig::default())
-            .expect("client");
-        Executor::new(
-            self.store.clone(),
-            self.store.clone(),
-            self.queue.clone(),
-            Arc::new(agent),
-            Arc::new(SystemClock),
-        )
-        .expect("executor")
     }
 }
 

@@ -76,7 +76,7 @@ pub async fn sync_schedules(
             report.deleted.push(name);
         }
     }
-    if report != SyncReport::default() && report.unchanged != desired.len() {
+    if !(report.created.is_empty() && report.updated.is_empty() && report.deleted.is_empty()) {
         info!(workflow_id, created = ?report.created, updated = ?report.updated, deleted = ?report.deleted, "schedules synced");
     }
     Ok(report)
@@ -204,28 +204,26 @@ pub async fn fire_schedule(
             cancelled_previous: None,
         });
     }
-    if ports
+    let Some(latest) = ports
         .workflows
         .get_workflow(&start.workflow_id, None)
         .await?
-        .is_none()
-    {
+    else {
         warn!(schedule = %start.schedule, workflow_id = %start.workflow_id, "schedule of a deleted workflow fired; nothing started (the sweeper removes the schedule)");
         return Ok(Fired::Skipped {
             reason: format!("workflow {} was deleted", start.workflow_id),
         });
-    }
-    let stored = match ports
-        .workflows
-        .get_workflow(&start.workflow_id, Some(start.workflow_version))
-        .await?
-    {
-        Some(stored) => stored,
-        None => ports
+    };
+    // The version the schedule names (one read more only when a newer version was stored
+    // since the schedule was written), else the latest.
+    let stored = if latest.version == start.workflow_version {
+        latest
+    } else {
+        ports
             .workflows
-            .get_workflow(&start.workflow_id, None)
+            .get_workflow(&start.workflow_id, Some(start.workflow_version))
             .await?
-            .ok_or_else(|| StartError::UnknownWorkflow(start.workflow_id.clone()))?,
+            .unwrap_or(latest)
     };
     let mut cancelled_previous = None;
     if start.overlap != OverlapPolicy::Allow
@@ -302,51 +300,64 @@ pub async fn fire_schedule(
 /// EventBridge with its flexible window off); a changed expression starts over.
 #[derive(Debug, Default)]
 pub struct Ticker {
-    /// Schedule name → (expression, time zone, anchor, next firing).
-    next: HashMap<String, (String, String, Millis, Option<Millis>)>,
+    armed: HashMap<String, Armed>,
+}
+
+/// One schedule as the ticker last saw it, parsed once.
+#[derive(Debug)]
+struct Armed {
+    expression: String,
+    timezone: String,
+    /// `None`: it cannot be evaluated (warned once, never fires).
+    parsed: Option<Expression>,
+    /// When the ticker first saw it (a rate counts from here).
+    anchor: Millis,
+    next: Option<Millis>,
+}
+
+impl Armed {
+    fn new(entry: &ScheduleEntry, now: Millis) -> Self {
+        let parsed = Expression::parse(&entry.expression, &entry.timezone)
+            .inspect_err(|e| warn!(schedule = %entry.name, error = %e, "schedule cannot be evaluated; it never fires"))
+            .ok();
+        Armed {
+            expression: entry.expression.clone(),
+            timezone: entry.timezone.clone(),
+            next: parsed.as_ref().and_then(|p| p.next_after(now, now)),
+            parsed,
+            anchor: now,
+        }
+    }
+
+    fn is_for(&self, entry: &ScheduleEntry) -> bool {
+        self.expression == entry.expression && self.timezone == entry.timezone
+    }
 }
 
 impl Ticker {
     /// The starts due at `now` among `entries`, each with its scheduled time filled in.
     pub fn due(&mut self, entries: &[ScheduleEntry], now: Millis) -> Vec<ScheduledStart> {
-        let mut out = Vec::new();
-        self.next
+        self.armed
             .retain(|name, _| entries.iter().any(|e| e.name == *name));
+        let mut out = Vec::new();
         for entry in entries {
-            let fresh = match self.next.get(&entry.name) {
-                Some((expr, tz, _, _)) => *expr != entry.expression || *tz != entry.timezone,
-                None => true,
-            };
-            let expression = match Expression::parse(&entry.expression, &entry.timezone) {
-                Ok(e) => e,
-                Err(e) => {
-                    warn!(schedule = %entry.name, error = %e, "schedule cannot be evaluated; it never fires");
-                    continue;
+            match self.armed.get_mut(&entry.name) {
+                Some(armed) if armed.is_for(entry) => {
+                    if let (Some(at), Some(parsed)) = (armed.next, &armed.parsed)
+                        && at <= now
+                    {
+                        let mut start = entry.target.clone();
+                        start.scheduled_time = Some(format_time(at));
+                        out.push(start);
+                        // One firing per tick even if several were missed (a suspended laptop).
+                        armed.next = parsed.next_after(now.max(at), armed.anchor);
+                    }
                 }
-            };
-            if fresh {
-                self.next.insert(
-                    entry.name.clone(),
-                    (
-                        entry.expression.clone(),
-                        entry.timezone.clone(),
-                        now,
-                        expression.next_after(now, now),
-                    ),
-                );
-                continue;
-            }
-            let Some(slot) = self.next.get_mut(&entry.name) else {
-                continue;
-            };
-            if let Some(at) = slot.3
-                && at <= now
-            {
-                let mut start = entry.target.clone();
-                start.scheduled_time = Some(format_time(at));
-                out.push(start);
-                // One firing per tick even if several were missed (a suspended laptop).
-                slot.3 = expression.next_after(now.max(at), slot.2);
+                // New or changed: arm it from now.
+                _ => {
+                    self.armed
+                        .insert(entry.name.clone(), Armed::new(entry, now));
+                }
             }
         }
         out

@@ -253,19 +253,23 @@ pub async fn create_run(
             admission.dequeue(group, entry).await?;
         }
     }
-    let waiting = if existing {
-        store
-            .get_run(&run_id)
-            .await?
-            .is_some_and(|r| r.queued && !r.status.is_terminal())
-    } else {
-        run.queued
+    // The group the run waits in, if it waits (a repeated key reads whether the earlier run
+    // still does; only workflows that queue pay that read).
+    let queue_group = match &group {
+        Some((g, l)) if l.when_full == WhenFull::Queue => {
+            let waiting = if existing {
+                store
+                    .get_run(&run_id)
+                    .await?
+                    .is_some_and(|r| r.queued && !r.status.is_terminal())
+            } else {
+                run.queued
+            };
+            waiting.then_some((g.as_str(), l.limit))
+        }
+        _ => None,
     };
-    let (enqueued, queued) = if waiting {
-        let (group, limit) = group
-            .as_ref()
-            .map(|(g, l)| (g.as_str(), l.limit))
-            .unwrap_or_default();
+    let (enqueued, queued) = if let Some((group, limit)) = queue_group {
         match admission.pump(group, limit, now).await {
             Ok(admitted) => (true, !admitted.contains(&run_id)),
             Err(e) => {

@@ -57,10 +57,7 @@ async fn sync_schedules(s: &Services, id: &str, version: Option<u64>) -> Result<
     match flowgate_shared::runtime::sync_schedules(scheduler.as_ref(), s.workflows.as_ref(), id)
         .await
     {
-        Ok(report) => {
-            info!(workflow_id = %id, created = report.created.len(), updated = report.updated.len(), deleted = report.deleted.len(), "schedules synced");
-            Ok(())
-        }
+        Ok(_) => Ok(()),
         Err(e) => {
             let message = match version {
                 Some(v) => format!(
