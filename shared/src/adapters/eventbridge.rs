@@ -183,22 +183,10 @@ impl Scheduler for EventBridgeScheduler {
     }
 
     async fn put_schedule(&self, entry: &ScheduleEntry) -> Result<(), StoreError> {
-        let created = self
-            .client
-            .create_schedule()
-            .group_name(&self.group)
-            .name(&entry.name)
-            .schedule_expression(&entry.expression)
-            .schedule_expression_timezone(&entry.timezone)
-            .flexible_time_window(window()?)
-            .target(self.target(entry)?)
-            .send()
-            .await;
-        match created {
-            Ok(_) => Ok(()),
-            Err(e) if is_code(&e, "ConflictException") => {
-                self.client
-                    .update_schedule()
+        // CreateSchedule and UpdateSchedule take the same fields through distinct builder types.
+        macro_rules! with_entry {
+            ($request:expr) => {
+                $request
                     .group_name(&self.group)
                     .name(&entry.name)
                     .schedule_expression(&entry.expression)
@@ -207,6 +195,12 @@ impl Scheduler for EventBridgeScheduler {
                     .target(self.target(entry)?)
                     .send()
                     .await
+            };
+        }
+        match with_entry!(self.client.create_schedule()) {
+            Ok(_) => Ok(()),
+            Err(e) if is_code(&e, "ConflictException") => {
+                with_entry!(self.client.update_schedule())
                     .map_err(|e| sdk_err("UpdateSchedule", e))?;
                 Ok(())
             }
