@@ -317,7 +317,8 @@ async fn shutdown_signal() -> Result<(), ServeError> {
 /// webhooks) and triggers (inbound webhooks) routers each become one `.merge(...)` line here;
 /// only the API router may carry a fallback (axum refuses to merge two).
 fn http_router(services: Services) -> Router {
-    flowgate_api::app(services)
+    let extra_hosts = std::env::var(flowgate_api::mcp::ENV_MCP_ALLOWED_HOSTS).ok();
+    flowgate_api::app_with_mcp_hosts(services, extra_hosts.as_deref())
 }
 
 /// A running `flowgate serve`.

@@ -1,5 +1,6 @@
 //! Logging set-up shared by every binary: JSON lines on Lambda (CloudWatch parses them), compact
-//! text on a terminal. The filter comes from `RUST_LOG` (default `info`).
+//! text on a terminal. The filter comes from `RUST_LOG`, else from Lambda's application log
+//! level (`AWS_LAMBDA_LOG_LEVEL`, set by the function's `LoggingConfig`), else `info`.
 
 use tracing_subscriber::EnvFilter;
 
@@ -23,7 +24,11 @@ impl LogFormat {
 
 /// Install the global subscriber once; later calls are ignored (tests call it freely).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(lambda_level(
+            std::env::var("AWS_LAMBDA_LOG_LEVEL").ok().as_deref(),
+        ))
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -39,4 +44,30 @@ pub fn init(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+}
+
+/// The `tracing` level for Lambda's `ApplicationLogLevel` (`TRACE` … `FATAL`; `info` when unset
+/// or unknown).
+fn lambda_level(level: Option<&str>) -> &'static str {
+    match level.map(str::to_ascii_uppercase).as_deref() {
+        Some("TRACE") => "trace",
+        Some("DEBUG") => "debug",
+        Some("WARN") => "warn",
+        Some("ERROR" | "FATAL") => "error",
+        _ => "info",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lambda_level;
+
+    #[test]
+    fn lambda_application_log_levels_map_to_tracing_levels() {
+        assert_eq!(lambda_level(Some("DEBUG")), "debug");
+        assert_eq!(lambda_level(Some("warn")), "warn");
+        assert_eq!(lambda_level(Some("FATAL")), "error");
+        assert_eq!(lambda_level(Some("bogus")), "info");
+        assert_eq!(lambda_level(None), "info");
+    }
 }

@@ -37,10 +37,6 @@ pub const ENV_APPROVAL_WEBHOOK_SECRETS: &str = "FLOWGATE_APPROVAL_WEBHOOK_SECRET
 pub const ENV_APPROVAL_WEBHOOK_PRINCIPAL: &str = "FLOWGATE_APPROVAL_WEBHOOK_PRINCIPAL";
 
 impl ApprovalSettings {
-    pub fn from_env() -> Result<Self, String> {
-        Self::from_lookup(|name| std::env::var(name).ok())
-    }
-
     /// Blank values count as unset; a malformed webhook secret is an error naming it by
     /// position (never by value).
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, String> {

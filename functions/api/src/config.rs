@@ -1,14 +1,20 @@
-//! The Lambda's configuration: the poller's environment (table, queue, agent service) plus the
-//! accepted API key hashes, the approval routes' secrets and the inbound webhook triggers'
-//! secrets.
+//! The Lambda functions' configuration, read once at cold start. Each of the three functions
+//! built on this crate (api, approvals, triggers) reads only the settings its routes use, so
+//! its environment (and its IAM role) holds no more than it needs; `infra/template.yaml` sets
+//! exactly these variables, and `tests/tests/template.rs` checks that the two agree by
+//! recording every name [`FunctionConfig::from_lookup`] asks for.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use flowgate_poller::{ConfigError, PollerConfig, aws_ports};
+use flowgate_poller::{AwsPorts, ConfigError, PollerConfig, aws_ports_from};
+use flowgate_shared::adapters::SdkConfig;
+use flowgate_shared::adapters::eventbridge::EventBridgeScheduler;
 use flowgate_shared::runtime::SystemClock;
 
 use crate::auth::{ApiKeys, KeyConfigError};
-use crate::hooks::HookSecretsError;
+use crate::hooks::{ENV_HOOK_SECRETS, HookSecretsError};
+use crate::mcp::ENV_MCP_ALLOWED_HOSTS;
 use crate::{ApprovalSettings, HookSecrets, Services};
 
 /// `name=sha256hex,...`: the API keys the function accepts (see [`ApiKeys::from_hashes`]).
@@ -25,7 +31,21 @@ pub const ENV_SCHEDULE_TARGET_ARN: &str = "FLOWGATE_SCHEDULE_TARGET_ARN";
 /// The role EventBridge Scheduler assumes to invoke the triggers function.
 pub const ENV_SCHEDULE_ROLE_ARN: &str = "FLOWGATE_SCHEDULE_ROLE_ARN";
 
-/// Why the api function cannot start.
+/// Which Lambda function is starting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Function {
+    /// `flowgate-api`: `/v1/*`, `/mcp`, `/openapi.json`, `/healthz`. API keys, schedule sync,
+    /// the MCP host list.
+    Api,
+    /// `flowgate-approvals`: Slack interactivity, approval decisions and links. API keys (for
+    /// decisions by key) and the Slack and Standard Webhooks secrets.
+    Approvals,
+    /// `flowgate-triggers`: scheduled starts, the sweep, `/hooks/*`. No API keys; the inbound
+    /// webhook secrets and the scheduler (the sweep reconciles schedules).
+    Triggers,
+}
+
+/// Why a function cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiConfigError {
     #[error(transparent)]
@@ -42,55 +62,118 @@ pub enum ApiConfigError {
     )]
     NoKeys,
     #[error(
-        "{ENV_SCHEDULE_GROUP} is set but {0} is not: schedules need the triggers function's ARN          ({ENV_SCHEDULE_TARGET_ARN}) and the role that invokes it ({ENV_SCHEDULE_ROLE_ARN})"
+        "{ENV_SCHEDULE_GROUP} is set but {0} is not: schedules need the triggers function's ARN \
+         ({ENV_SCHEDULE_TARGET_ARN}) and the role that invokes it ({ENV_SCHEDULE_ROLE_ARN})"
     )]
     Schedules(&'static str),
 }
 
-/// The scheduler named by [`ENV_SCHEDULE_GROUP`] and its companions, if configured.
-pub async fn scheduler_from_env()
--> Result<Option<Arc<dyn flowgate_shared::ports::Scheduler>>, ApiConfigError> {
-    let var = |name| {
-        std::env::var(name)
-            .ok()
-            .filter(|v: &String| !v.trim().is_empty())
-    };
-    let Some(group) = var(ENV_SCHEDULE_GROUP) else {
-        return Ok(None);
-    };
-    let target =
-        var(ENV_SCHEDULE_TARGET_ARN).ok_or(ApiConfigError::Schedules(ENV_SCHEDULE_TARGET_ARN))?;
-    let role =
-        var(ENV_SCHEDULE_ROLE_ARN).ok_or(ApiConfigError::Schedules(ENV_SCHEDULE_ROLE_ARN))?;
-    Ok(Some(Arc::new(
-        flowgate_shared::adapters::eventbridge::EventBridgeScheduler::from_env(group, target, role)
-            .await,
-    )))
+/// Where workflows' schedules are kept on EventBridge Scheduler.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduleSettings {
+    pub group: String,
+    pub target_arn: String,
+    pub role_arn: String,
 }
 
-/// Build the services from the process environment (the variables the poller reads plus
-/// [`ENV_API_KEY_HASHES`]).
-pub async fn services_from_env() -> Result<Services, ApiConfigError> {
-    services_with(true).await
+/// Everything one function reads from its environment.
+#[derive(Debug)]
+pub struct FunctionConfig {
+    pub function: Function,
+    /// Table, queue, agent service and notifier (the poller's settings).
+    pub ports: PollerConfig,
+    pub keys: ApiKeys,
+    pub approvals: ApprovalSettings,
+    pub hooks: HookSecrets,
+    pub schedules: Option<ScheduleSettings>,
+    /// Extra `Host` names `/mcp` serves ([`ENV_MCP_ALLOWED_HOSTS`]).
+    pub mcp_allowed_hosts: Option<String>,
 }
 
-/// The services of the triggers function: the same as the api function's, except that it
-/// needs no API keys (it answers schedules, the sweep and signed webhook deliveries only).
-pub async fn trigger_services_from_env() -> Result<Services, ApiConfigError> {
-    services_with(false).await
-}
-
-async fn services_with(require_keys: bool) -> Result<Services, ApiConfigError> {
-    let config = PollerConfig::from_env()?;
-    let keys = ApiKeys::from_hashes(&std::env::var(ENV_API_KEY_HASHES).unwrap_or_default())?
-        .with_approvers(&std::env::var(ENV_API_KEY_APPROVERS).unwrap_or_default());
-    if require_keys && keys.is_empty() {
-        return Err(ApiConfigError::NoKeys);
+impl FunctionConfig {
+    /// Read `function`'s settings from the process environment.
+    pub fn from_env(function: Function) -> Result<Self, ApiConfigError> {
+        Self::from_lookup(function, |name| std::env::var(name).ok())
     }
-    let approvals = ApprovalSettings::from_env().map_err(ApiConfigError::Approvals)?;
-    let hooks = HookSecrets::from_env()?;
-    let ports = aws_ports(&config).await?;
-    let scheduler = scheduler_from_env().await?;
+
+    /// Read `function`'s settings through `get`. Every variable the function uses is asked
+    /// for before anything is validated, so a recording `get` sees the whole list even when
+    /// the values are missing (blank counts as unset).
+    pub fn from_lookup(
+        function: Function,
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ApiConfigError> {
+        use Function::*;
+        let read = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let ports = PollerConfig::from_lookup(&get);
+        let (hashes, approvers) = match function {
+            Api | Approvals => (read(ENV_API_KEY_HASHES), read(ENV_API_KEY_APPROVERS)),
+            Triggers => (None, None),
+        };
+        let approvals = match function {
+            Approvals => ApprovalSettings::from_lookup(&get),
+            Api | Triggers => Ok(ApprovalSettings::default()),
+        };
+        let hooks = match function {
+            Triggers => read(ENV_HOOK_SECRETS),
+            Api | Approvals => None,
+        };
+        let schedules = match function {
+            Api | Triggers => Some((
+                read(ENV_SCHEDULE_GROUP),
+                read(ENV_SCHEDULE_TARGET_ARN),
+                read(ENV_SCHEDULE_ROLE_ARN),
+            )),
+            Approvals => None,
+        };
+        let mcp_allowed_hosts = match function {
+            Api => read(ENV_MCP_ALLOWED_HOSTS),
+            Approvals | Triggers => None,
+        };
+
+        let ports = ports?;
+        let keys = ApiKeys::from_hashes(hashes.as_deref().unwrap_or_default())?
+            .with_approvers(approvers.as_deref().unwrap_or_default());
+        if function != Triggers && keys.is_empty() {
+            return Err(ApiConfigError::NoKeys);
+        }
+        let approvals = approvals.map_err(ApiConfigError::Approvals)?;
+        let hooks = HookSecrets::parse(hooks.as_deref().unwrap_or_default())?;
+        let schedules = match schedules {
+            Some((Some(group), target, role)) => Some(ScheduleSettings {
+                group,
+                target_arn: target.ok_or(ApiConfigError::Schedules(ENV_SCHEDULE_TARGET_ARN))?,
+                role_arn: role.ok_or(ApiConfigError::Schedules(ENV_SCHEDULE_ROLE_ARN))?,
+            }),
+            _ => None,
+        };
+        Ok(FunctionConfig {
+            function,
+            ports,
+            keys,
+            approvals,
+            hooks,
+            schedules,
+            mcp_allowed_hosts,
+        })
+    }
+}
+
+/// Build the services from `ports` (built with [`aws_ports_from`] on `sdk`) and the scheduler
+/// on the same SDK configuration.
+pub fn services_from(
+    config: FunctionConfig,
+    ports: AwsPorts,
+    sdk: &SdkConfig,
+) -> Result<Services, ApiConfigError> {
+    let scheduler = config.schedules.map(|s| {
+        Arc::new(EventBridgeScheduler::from_sdk_config(
+            sdk,
+            s.group,
+            s.target_arn,
+            s.role_arn,
+        )) as Arc<dyn flowgate_shared::ports::Scheduler>
+    });
     let executor = Arc::new(ports.executor()?);
     Ok(Services {
         store: ports.store.clone(),
@@ -99,10 +182,41 @@ async fn services_with(require_keys: bool) -> Result<Services, ApiConfigError> {
         executor,
         agent: ports.agent,
         clock: Arc::new(SystemClock),
-        keys: Arc::new(keys),
+        keys: Arc::new(config.keys),
         notifier: ports.notifier,
-        approvals: Arc::new(approvals),
-        hooks: Arc::new(hooks),
+        approvals: Arc::new(config.approvals),
+        hooks: Arc::new(config.hooks),
         scheduler,
+    })
+}
+
+/// A started function: its services and the settings its router needs besides them.
+#[derive(Debug)]
+pub struct Started {
+    pub services: Services,
+    /// Extra `/mcp` hosts (the api function only).
+    pub mcp_allowed_hosts: Option<String>,
+}
+
+/// Everything a function's `main` does before the runtime loop, all inside Lambda's INIT
+/// phase: read the environment, load the SDK configuration once, build every client on it,
+/// and warm the connections the first invocation uses (DynamoDB, SQS, the agent service).
+pub async fn init_from_env(function: Function) -> Result<Started, ApiConfigError> {
+    let started = Instant::now();
+    let config = FunctionConfig::from_env(function)?;
+    let mcp_allowed_hosts = config.mcp_allowed_hosts.clone();
+    let sdk = flowgate_shared::adapters::aws_config(None).await;
+    let ports = aws_ports_from(&config.ports, &sdk)?;
+    let warm = ports.warm_up().await;
+    let services = services_from(config, ports, &sdk)?;
+    tracing::info!(
+        ?function,
+        init_ms = started.elapsed().as_millis() as u64,
+        warmed = ?warm.warmed,
+        "function ready"
+    );
+    Ok(Started {
+        services,
+        mcp_allowed_hosts,
     })
 }

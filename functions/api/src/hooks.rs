@@ -75,11 +75,6 @@ pub struct HookSecretsError {
 }
 
 impl HookSecrets {
-    /// Read [`ENV_HOOK_SECRETS`] (unset or blank: no trigger has a secret).
-    pub fn from_env() -> Result<Self, HookSecretsError> {
-        Self::parse(&std::env::var(ENV_HOOK_SECRETS).unwrap_or_default())
-    }
-
     /// Parse the `trigger_id[@header]=secret,...` format (see the module docs).
     pub fn parse(text: &str) -> Result<Self, HookSecretsError> {
         let mut triggers: BTreeMap<String, TriggerSecrets> = BTreeMap::new();

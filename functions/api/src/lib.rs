@@ -122,8 +122,14 @@ pub fn openapi() -> &'static OpenApi {
 /// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit, and the MCP
 /// endpoint at `/mcp` (see [`mcp`]), whose tools call the other routes in-process.
 pub fn app(services: Services) -> Router {
+    app_with_mcp_hosts(services, None)
+}
+
+/// [`app`] whose `/mcp` also serves the comma-separated `Host` names in `extra_hosts` (see
+/// [`mcp::ENV_MCP_ALLOWED_HOSTS`]; loopback and the public URL's host always).
+pub fn app_with_mcp_hosts(services: Services, extra_hosts: Option<&str>) -> Router {
     let api = finish(parts().0, services.clone());
-    mcp::mount(api, &services)
+    mcp::mount(api, &services, extra_hosts)
 }
 
 /// The approvals function's router: Slack interactivity, approval decisions (API key or

@@ -55,11 +55,8 @@ pub const MCP_PATH: &str = "/mcp";
 pub const UNAUTHORIZED_RPC_CODE: i64 = -32001;
 
 /// `api` with the MCP endpoint at [`MCP_PATH`]: tool calls go to `api` in-process.
-pub(crate) fn mount(api: Router, services: &Services) -> Router {
-    let hosts = allowed_hosts(
-        services.notifier.links().public_url.as_deref(),
-        std::env::var(ENV_MCP_ALLOWED_HOSTS).ok().as_deref(),
-    );
+pub(crate) fn mount(api: Router, services: &Services, extra_hosts: Option<&str>) -> Router {
+    let hosts = allowed_hosts(services.notifier.links().public_url.as_deref(), extra_hosts);
     let connector = Arc::new(RouterConnector { api: api.clone() });
     let mcp = flowgate_mcp::http::service(connector, hosts, Settings::default());
     let guarded = Router::new()

@@ -7,4 +7,3 @@
 //! its IAM role needs only what deciding needs. See [`flowgate_api::approvals_app`].
 
 pub use flowgate_api::approvals_app as app;
-pub use flowgate_api::config::services_from_env;

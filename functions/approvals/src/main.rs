@@ -1,9 +1,10 @@
+use flowgate_api::config::{Function, init_from_env};
 use flowgate_shared::telemetry::{self, LogFormat};
 use lambda_http::{Error, run};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(LogFormat::detect());
-    let services = flowgate_approvals::services_from_env().await?;
-    run(flowgate_approvals::app(services)).await
+    let started = init_from_env(Function::Approvals).await?;
+    run(flowgate_approvals::app(started.services)).await
 }

@@ -10,8 +10,10 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use flowgate_shared::adapters::SdkConfig;
 use flowgate_shared::adapters::dynamodb::DynamoStore;
 use flowgate_shared::adapters::sqs::{SqsQueue, decode_body};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
@@ -120,10 +122,17 @@ pub struct AwsPorts {
     pub notifier: Arc<Notifier>,
 }
 
-/// Build the [`AwsPorts`] from the configuration.
+/// Build the [`AwsPorts`] from the configuration, loading the SDK configuration once.
 pub async fn aws_ports(config: &PollerConfig) -> Result<AwsPorts, ConfigError> {
-    let store = Arc::new(DynamoStore::from_env(config.table.clone()).await);
-    let queue = Arc::new(SqsQueue::from_env(config.queue_url.clone()).await);
+    let sdk = flowgate_shared::adapters::aws_config(None).await;
+    aws_ports_from(config, &sdk)
+}
+
+/// Build the [`AwsPorts`] on an already loaded SDK configuration (shared with any other AWS
+/// client the function has, so region and credentials are resolved once per cold start).
+pub fn aws_ports_from(config: &PollerConfig, sdk: &SdkConfig) -> Result<AwsPorts, ConfigError> {
+    let store = Arc::new(DynamoStore::from_sdk_config(sdk, config.table.clone()));
+    let queue = Arc::new(SqsQueue::from_sdk_config(sdk, config.queue_url.clone()));
     let agent = Arc::new(AgentClient::new(
         &config.agent_url,
         &config.agent_api_key,
@@ -138,7 +147,55 @@ pub async fn aws_ports(config: &PollerConfig) -> Result<AwsPorts, ConfigError> {
     })
 }
 
+/// How long the warm-up may hold up a cold start. Lambda bills INIT and caps it at 10 s; a
+/// dependency that is slow now is left to the first invocation rather than failing init.
+pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What [`AwsPorts::warm_up`] managed, for the cold-start log line and the benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmUp {
+    /// Endpoints with an open connection now (`dynamodb`, `sqs`, `agent`).
+    pub warmed: Vec<&'static str>,
+    /// Endpoints that failed or timed out, with the reason (the function still starts).
+    pub failed: Vec<(&'static str, String)>,
+}
+
 impl AwsPorts {
+    /// Open the connections the first invocation would otherwise open itself (DNS, TCP and
+    /// the TLS handshake, which costs hundreds of milliseconds at 128 MB): one cheap request to
+    /// DynamoDB, SQS and the agent service, concurrently, bounded by [`WARM_UP_TIMEOUT`]. Called
+    /// in `main` before the runtime loop, so the work lands in Lambda's INIT phase. Never
+    /// fails: a dependency that is down now is retried by the invocations that need it.
+    pub async fn warm_up(&self) -> WarmUp {
+        async fn bounded<E: fmt::Display>(
+            name: &'static str,
+            call: impl Future<Output = Result<(), E>>,
+        ) -> (&'static str, Result<(), String>) {
+            let outcome = match tokio::time::timeout(WARM_UP_TIMEOUT, call).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {WARM_UP_TIMEOUT:?}")),
+            };
+            (name, outcome)
+        }
+        let (store, queue, agent) = tokio::join!(
+            bounded("dynamodb", self.store.warm_up()),
+            bounded("sqs", self.queue.warm_up()),
+            bounded("agent", async { self.agent.health().await.map(|_| ()) }),
+        );
+        let mut report = WarmUp::default();
+        for (name, outcome) in [store, queue, agent] {
+            match outcome {
+                Ok(()) => report.warmed.push(name),
+                Err(reason) => {
+                    warn!(endpoint = name, %reason, "warm-up request failed; the first invocation will connect");
+                    report.failed.push((name, reason));
+                }
+            }
+        }
+        report
+    }
+
     /// An executor over these ports and the system clock.
     pub fn executor(&self) -> Result<Executor, ConfigError> {
         Ok(Executor::new(
@@ -150,6 +207,23 @@ impl AwsPorts {
         )?
         .with_notifier(self.notifier.clone()))
     }
+}
+
+/// Everything `main` does before the runtime loop: read the environment, build the ports on
+/// one SDK configuration, warm their connections, build the executor. All of it happens in
+/// Lambda's INIT phase.
+pub async fn init_from_env() -> Result<Executor, ConfigError> {
+    let started = std::time::Instant::now();
+    let config = PollerConfig::from_env()?;
+    let ports = aws_ports(&config).await?;
+    let warm = ports.warm_up().await;
+    let executor = ports.executor()?;
+    tracing::info!(
+        init_ms = started.elapsed().as_millis() as u64,
+        warmed = ?warm.warmed,
+        "poller ready"
+    );
+    Ok(executor)
 }
 
 /// Build the executor the function uses for its whole life: DynamoDB store, SQS queue, agent

@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use flowgate_api::config::{Function, init_from_env};
 use flowgate_shared::telemetry::{self, LogFormat};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
@@ -7,8 +8,8 @@ use serde_json::Value;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     telemetry::init(LogFormat::detect());
-    let services = flowgate_api::config::trigger_services_from_env().await?;
-    let triggers = Arc::new(flowgate_triggers::Triggers::new(services));
+    let started = init_from_env(Function::Triggers).await?;
+    let triggers = Arc::new(flowgate_triggers::Triggers::new(started.services));
     run(service_fn(move |event: LambdaEvent<Value>| {
         let triggers = triggers.clone();
         async move { triggers.handle(event).await }

@@ -298,6 +298,28 @@ impl DynamoStore {
         }
     }
 
+    /// A store on `table` with a client built from an already loaded configuration (a
+    /// function loads it once for all of its clients).
+    pub fn from_sdk_config(config: &super::SdkConfig, table: impl Into<String>) -> Self {
+        Self::new(Client::new(config), table)
+    }
+
+    /// Open a connection to DynamoDB (DNS, TCP, TLS) with the cheapest request there is: an
+    /// eventually consistent read of a key no item has (half a read unit). Functions call it
+    /// during Lambda's INIT phase so the first invocation does not pay for the handshake.
+    pub async fn warm_up(&self) -> Result<(), StoreError> {
+        self.client
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::PK, AttributeValue::S("WARMUP".to_string()))
+            .key(attr::SK, AttributeValue::S("WARMUP".to_string()))
+            .projection_expression(attr::PK)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem (warm-up)", e))?;
+        Ok(())
+    }
+
     /// A store on `table` with a client configured from the environment (honours
     /// `AWS_ENDPOINT_URL`).
     pub async fn from_env(table: impl Into<String>) -> Self {

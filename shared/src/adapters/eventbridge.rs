@@ -72,6 +72,17 @@ impl EventBridgeScheduler {
         }
     }
 
+    /// A scheduler with a client built from an already loaded configuration (a function loads
+    /// it once for all of its clients).
+    pub fn from_sdk_config(
+        config: &super::SdkConfig,
+        group: impl Into<String>,
+        target_arn: impl Into<String>,
+        role_arn: impl Into<String>,
+    ) -> Self {
+        Self::new(Client::new(config), group, target_arn, role_arn)
+    }
+
     /// A scheduler with a client configured from the environment (honours `AWS_ENDPOINT_URL`).
     pub async fn from_env(
         group: impl Into<String>,

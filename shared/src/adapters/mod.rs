@@ -20,6 +20,11 @@ pub mod record_scheduler;
 #[cfg(feature = "aws")]
 pub mod sqs;
 
+/// The loaded SDK configuration a function builds all of its AWS clients from (loaded once:
+/// resolving region and credentials is part of every cold start).
+#[cfg(feature = "aws")]
+pub use aws_config::SdkConfig;
+
 /// Load the AWS SDK configuration the usual way (environment, profile, instance role), pinned
 /// to the latest behavior version.
 ///

@@ -83,6 +83,26 @@ impl SqsQueue {
         }
     }
 
+    /// A queue with a client built from an already loaded configuration (a function loads it
+    /// once for all of its clients).
+    pub fn from_sdk_config(config: &super::SdkConfig, queue_url: impl Into<String>) -> Self {
+        Self::new(Client::new(config), queue_url)
+    }
+
+    /// Open a connection to SQS (DNS, TCP, TLS) with a read that changes nothing: the queue's
+    /// ARN attribute (`sqs:GetQueueAttributes`). Functions call it during Lambda's INIT phase
+    /// so the first invocation does not pay for the handshake.
+    pub async fn warm_up(&self) -> Result<(), QueueError> {
+        self.client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetQueueAttributes (warm-up)", e))?;
+        Ok(())
+    }
+
     /// A queue with a client configured from the environment (honours `AWS_ENDPOINT_URL`).
     pub async fn from_env(queue_url: impl Into<String>) -> Self {
         let config = super::aws_config(None).await;
