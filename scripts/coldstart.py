@@ -18,8 +18,9 @@ AWS) sits on the first request's path.
 Usage: coldstart.py --bin-dir DIR [--bare PATH] [--runs N] [--json OUT]
   DIR holds flowgate-api, flowgate-poller, flowgate-approvals, flowgate-triggers (release
   builds for this machine). --bare is a hello-world lambda_runtime function, the floor.
-  Needs AWS_ENDPOINT_URL (moto; scripts/test exports it) and the flowgate CLI (for
-  `flowgate simulate-agent`; --flowgate, default target/debug/flowgate).
+  Starts its own moto behind an HTTP/1.1 keep-alive proxy (moto's server closes every
+  connection; AWS endpoints do not) and needs the flowgate CLI (for `flowgate simulate-agent`;
+  --flowgate, default target/debug/flowgate). Run it with .venv/bin/python.
 """
 
 from __future__ import annotations
@@ -98,6 +99,58 @@ class CountingProxy:
         return sum(1 for t in self.accepted if start <= t < end)
 
 
+class KeepAliveProxy:
+    """An HTTP/1.1 proxy with persistent client connections in front of moto (whose werkzeug
+    server closes every connection, unlike AWS endpoints), counting the client connections it
+    accepts. Each request is forwarded on a fresh upstream connection."""
+
+    def __init__(self, target_port: int):
+        self.accepted: list[float] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *_):
+                pass
+
+            def setup(self):
+                proxy.accepted.append(time.perf_counter())
+                # Headers and body go out in separate writes: without this, Nagle's algorithm
+                # and the client's delayed ACK add 40 ms to every answer.
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                super().setup()
+
+            def _forward(self):
+                import http.client
+
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                data = response.read()
+                upstream.close()
+                self.send_response(response.status)
+                for k, v in response.getheaders():
+                    if k.lower() not in ("connection", "transfer-encoding", "content-length", "server", "date"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _forward
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def opened_between(self, start: float, end: float) -> int:
+        return sum(1 for t in self.accepted if start <= t < end)
+
+
 class RuntimeApi:
     """The Lambda Runtime API for one cold start: one event, then `next` blocks."""
 
@@ -134,7 +187,8 @@ class RuntimeApi:
                     api.first_next = now
                 if api.handed_out:
                     api.done.wait(60)  # the measurement is over; the process is stopped
-                    return self._answer(500)
+                    self.close_connection = True
+                    return
                 api.handed_out = True
                 deadline = int(time.time() * 1000) + 30_000
                 self._answer(
@@ -157,8 +211,10 @@ class RuntimeApi:
                 else:
                     api.error = body
                 api.responded = time.perf_counter()
-                api.done.set()
-                self._answer(202, b"{}")
+                try:
+                    self._answer(202, b"{}")
+                finally:
+                    api.done.set()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
@@ -179,7 +235,7 @@ def cold_start(binary: Path, env: dict, event: bytes, proxies: list[CountingProx
         "AWS_LAMBDA_FUNCTION_NAME": binary.name,
         "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
         "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
-        "AWS_LAMBDA_LOG_LEVEL": "WARN",
+        "AWS_LAMBDA_LOG_LEVEL": "INFO",
         **env,
     }
     started = time.perf_counter()
@@ -201,7 +257,16 @@ def cold_start(binary: Path, env: dict, event: bytes, proxies: list[CountingProx
         raise SystemExit(
             f"{binary.name} failed: {runtime.error!r}\n{stderr.decode(errors='replace')[-2000:]}"
         )
+    phases = {}
+    for line in stderr.decode(errors="replace").splitlines():
+        try:
+            fields = json.loads(line).get("fields", {})
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        if str(fields.get("message", "")).endswith("ready"):
+            phases = {k: fields[k] for k in ("sdk_config_ms", "clients_ms", "warm_up_ms") if k in fields}
     return {
+        **phases,
         "init_ms": (runtime.first_next - started) * 1000,
         "first_ms": (runtime.responded - started) * 1000,
         "handler_ms": (runtime.responded - runtime.first_next) * 1000,
@@ -218,7 +283,13 @@ def summarize(samples: list[dict]) -> dict:
         values = sorted(s[key] for s in samples)
         return values[min(len(values) - 1, int(q * len(values)))]
 
+    phases = {
+        f"{k}_p50": round(statistics.median(s[k] for s in samples), 2)
+        for k in ("sdk_config_ms", "clients_ms", "warm_up_ms")
+        if all(k in s for s in samples)
+    }
     return {
+        **phases,
         "runs": len(samples),
         "init_p50_ms": round(statistics.median(s["init_ms"] for s in samples), 2),
         "init_p90_ms": round(pct("init_ms", 0.9), 2),
@@ -239,11 +310,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        raise SystemExit("AWS_ENDPOINT_URL is not set: start moto (scripts/test does) and export it")
-    host, port = endpoint.split("://", 1)[1].split(":")
-    aws_proxy = CountingProxy(host, int(port))
+    moto_port = lambda_env.free_port()
+    moto = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "moto_server.py"), "-H", "127.0.0.1", "-p", str(moto_port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    lambda_env.wait_http(f"{endpoint}/moto-api/data.json")
+    aws_proxy = KeepAliveProxy(moto_port)
     resources = lambda_env.Resources(endpoint)
     sim_port = lambda_env.free_port()
     simulator = lambda_env.start_simulator(args.flowgate, sim_port)
@@ -271,12 +346,20 @@ def main() -> int:
             print(
                 f"{name:<20} init p50 {r['init_p50_ms']:7.2f} ms (p90 {r['init_p90_ms']:7.2f})  "
                 f"first answer p50 {r['first_p50_ms']:7.2f} ms  handler p50 {r['handler_p50_ms']:6.2f} ms  "
-                f"connections: init {r['connections_in_init']}, first invocation {r['connections_in_first_max']}",
+                f"connections: init {r['connections_in_init']}, first invocation {r['connections_in_first_max']}"
+                + (
+                    f"  [in init: SDK config {r['sdk_config_ms_p50']} ms, clients {r['clients_ms_p50']} ms, "
+                    f"warm-up {r['warm_up_ms_p50']} ms]"
+                    if "warm_up_ms_p50" in r
+                    else ""
+                ),
                 flush=True,
             )
     finally:
         simulator.terminate()
         simulator.wait()
+        moto.terminate()
+        moto.wait()
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

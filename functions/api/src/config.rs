@@ -206,12 +206,17 @@ pub async fn init_from_env(function: Function) -> Result<Started, ApiConfigError
     let config = FunctionConfig::from_env(function)?;
     let mcp_allowed_hosts = config.mcp_allowed_hosts.clone();
     let sdk = flowgate_shared::adapters::aws_config(None).await;
+    let sdk_loaded = started.elapsed();
     let ports = aws_ports_from(&config.ports, &sdk)?;
+    let services = services_from(config, ports.clone(), &sdk)?;
+    let built = started.elapsed();
     let warm = ports.warm_up().await;
-    let services = services_from(config, ports, &sdk)?;
     tracing::info!(
         ?function,
-        init_ms = started.elapsed().as_millis() as u64,
+        init_ms = started.elapsed().as_secs_f64() * 1e3,
+        sdk_config_ms = sdk_loaded.as_secs_f64() * 1e3,
+        clients_ms = (built - sdk_loaded).as_secs_f64() * 1e3,
+        warm_up_ms = (started.elapsed() - built).as_secs_f64() * 1e3,
         warmed = ?warm.warmed,
         "function ready"
     );

@@ -215,11 +215,17 @@ impl AwsPorts {
 pub async fn init_from_env() -> Result<Executor, ConfigError> {
     let started = std::time::Instant::now();
     let config = PollerConfig::from_env()?;
-    let ports = aws_ports(&config).await?;
-    let warm = ports.warm_up().await;
+    let sdk = flowgate_shared::adapters::aws_config(None).await;
+    let sdk_loaded = started.elapsed();
+    let ports = aws_ports_from(&config, &sdk)?;
     let executor = ports.executor()?;
+    let built = started.elapsed();
+    let warm = ports.warm_up().await;
     tracing::info!(
-        init_ms = started.elapsed().as_millis() as u64,
+        init_ms = started.elapsed().as_secs_f64() * 1e3,
+        sdk_config_ms = sdk_loaded.as_secs_f64() * 1e3,
+        clients_ms = (built - sdk_loaded).as_secs_f64() * 1e3,
+        warm_up_ms = (started.elapsed() - built).as_secs_f64() * 1e3,
         warmed = ?warm.warmed,
         "poller ready"
     );
