@@ -5,9 +5,8 @@
 //! recording every name [`FunctionConfig::from_lookup`] asks for.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use flowgate_poller::{AwsPorts, ConfigError, PollerConfig, aws_ports_from};
+use flowgate_poller::{AwsPorts, ConfigError, InitClock, PollerConfig, aws_ports_from, warm_one};
 use flowgate_shared::adapters::SdkConfig;
 use flowgate_shared::adapters::eventbridge::EventBridgeScheduler;
 use flowgate_shared::runtime::SystemClock;
@@ -159,21 +158,28 @@ impl FunctionConfig {
     }
 }
 
-/// Build the services from `ports` (built with [`aws_ports_from`] on `sdk`) and the scheduler
-/// on the same SDK configuration.
-pub fn services_from(
-    config: FunctionConfig,
-    ports: AwsPorts,
+/// The EventBridge Scheduler adapter for `settings`, on the function's SDK configuration.
+pub fn scheduler_from(
+    settings: Option<ScheduleSettings>,
     sdk: &SdkConfig,
-) -> Result<Services, ApiConfigError> {
-    let scheduler = config.schedules.map(|s| {
+) -> Option<Arc<EventBridgeScheduler>> {
+    settings.map(|s| {
         Arc::new(EventBridgeScheduler::from_sdk_config(
             sdk,
             s.group,
             s.target_arn,
             s.role_arn,
-        )) as Arc<dyn flowgate_shared::ports::Scheduler>
-    });
+        ))
+    })
+}
+
+/// Build the services from `ports` (built with [`aws_ports_from`]) and `scheduler` (from
+/// [`scheduler_from`]), all on one SDK configuration.
+pub fn services_from(
+    config: FunctionConfig,
+    ports: AwsPorts,
+    scheduler: Option<Arc<EventBridgeScheduler>>,
+) -> Result<Services, ApiConfigError> {
     let executor = Arc::new(ports.executor()?);
     Ok(Services {
         store: ports.store.clone(),
@@ -186,7 +192,7 @@ pub fn services_from(
         notifier: ports.notifier,
         approvals: Arc::new(config.approvals),
         hooks: Arc::new(config.hooks),
-        scheduler,
+        scheduler: scheduler.map(|s| s as Arc<dyn flowgate_shared::ports::Scheduler>),
     })
 }
 
@@ -202,24 +208,33 @@ pub struct Started {
 /// phase: read the environment, load the SDK configuration once, build every client on it,
 /// and warm the connections the first invocation uses (DynamoDB, SQS, the agent service).
 pub async fn init_from_env(function: Function) -> Result<Started, ApiConfigError> {
-    let started = Instant::now();
+    let mut clock = InitClock::start();
     let config = FunctionConfig::from_env(function)?;
     let mcp_allowed_hosts = config.mcp_allowed_hosts.clone();
     let sdk = flowgate_shared::adapters::aws_config(None).await;
-    let sdk_loaded = started.elapsed();
+    clock.sdk_loaded();
     let ports = aws_ports_from(&config.ports, &sdk)?;
-    let services = services_from(config, ports.clone(), &sdk)?;
-    let built = started.elapsed();
-    let warm = ports.warm_up().await;
-    tracing::info!(
-        ?function,
-        init_ms = started.elapsed().as_secs_f64() * 1e3,
-        sdk_config_ms = sdk_loaded.as_secs_f64() * 1e3,
-        clients_ms = (built - sdk_loaded).as_secs_f64() * 1e3,
-        warm_up_ms = (started.elapsed() - built).as_secs_f64() * 1e3,
-        warmed = ?warm.warmed,
-        "function ready"
-    );
+    let scheduler = scheduler_from(config.schedules.clone(), &sdk);
+    let services = services_from(config, ports.clone(), scheduler.clone())?;
+    clock.built();
+    // The triggers function's sweep calls Scheduler every minute: its connection too. The api
+    // function calls Scheduler only when a workflow is stored, so it does not pay for it here.
+    let scheduler_warm = async {
+        match (&scheduler, function) {
+            (Some(s), Function::Triggers) => Some(warm_one("scheduler", s.warm_up()).await),
+            _ => None,
+        }
+    };
+    let (mut warm, scheduler_warm) = tokio::join!(ports.warm_up(), scheduler_warm);
+    if let Some(outcome) = scheduler_warm {
+        warm.add(outcome);
+    }
+    let name = match function {
+        Function::Api => "api",
+        Function::Approvals => "approvals",
+        Function::Triggers => "triggers",
+    };
+    clock.ready(name, &warm);
     Ok(Started {
         services,
         mcp_allowed_hosts,

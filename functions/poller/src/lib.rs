@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use flowgate_shared::adapters::SdkConfig;
@@ -151,6 +151,19 @@ pub fn aws_ports_from(config: &PollerConfig, sdk: &SdkConfig) -> Result<AwsPorts
 /// dependency that is slow now is left to the first invocation rather than failing init.
 pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// One warm-up request, bounded by [`WARM_UP_TIMEOUT`]: `name` and how it went.
+pub async fn warm_one<E: fmt::Display>(
+    name: &'static str,
+    call: impl Future<Output = Result<(), E>>,
+) -> (&'static str, Result<(), String>) {
+    let outcome = match tokio::time::timeout(WARM_UP_TIMEOUT, call).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {WARM_UP_TIMEOUT:?}")),
+    };
+    (name, outcome)
+}
+
 /// What [`AwsPorts::warm_up`] managed, for the cold-start log line and the benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmUp {
@@ -160,6 +173,63 @@ pub struct WarmUp {
     pub failed: Vec<(&'static str, String)>,
 }
 
+impl WarmUp {
+    /// Record one [`warm_one`] outcome (a failure is logged: the function still starts).
+    pub fn add(&mut self, (name, outcome): (&'static str, Result<(), String>)) {
+        match outcome {
+            Ok(()) => self.warmed.push(name),
+            Err(reason) => {
+                warn!(endpoint = name, %reason, "warm-up request failed; the first invocation will connect");
+                self.failed.push((name, reason));
+            }
+        }
+    }
+}
+
+/// Where a cold start's time went, logged once in the function's `ready` line (CloudWatch
+/// then has the split of every Init Duration).
+#[derive(Debug, Clone, Copy)]
+pub struct InitClock {
+    started: Instant,
+    sdk_loaded: Duration,
+    built: Duration,
+}
+
+impl InitClock {
+    pub fn start() -> Self {
+        InitClock {
+            started: Instant::now(),
+            sdk_loaded: Duration::ZERO,
+            built: Duration::ZERO,
+        }
+    }
+
+    /// The SDK configuration is loaded.
+    pub fn sdk_loaded(&mut self) {
+        self.sdk_loaded = self.started.elapsed();
+    }
+
+    /// Every client is built.
+    pub fn built(&mut self) {
+        self.built = self.started.elapsed();
+    }
+
+    /// Log the `ready` line (`function`: which function started).
+    pub fn ready(&self, function: &str, warm: &WarmUp) {
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let total = self.started.elapsed();
+        tracing::info!(
+            function,
+            init_ms = ms(total),
+            sdk_config_ms = ms(self.sdk_loaded),
+            clients_ms = ms(self.built.saturating_sub(self.sdk_loaded)),
+            warm_up_ms = ms(total.saturating_sub(self.built)),
+            warmed = ?warm.warmed,
+            "function ready"
+        );
+    }
+}
+
 impl AwsPorts {
     /// Open the connections the first invocation would otherwise open itself (DNS, TCP and
     /// the TLS handshake, which costs hundreds of milliseconds at 128 MB): one cheap request to
@@ -167,31 +237,14 @@ impl AwsPorts {
     /// in `main` before the runtime loop, so the work lands in Lambda's INIT phase. Never
     /// fails: a dependency that is down now is retried by the invocations that need it.
     pub async fn warm_up(&self) -> WarmUp {
-        async fn bounded<E: fmt::Display>(
-            name: &'static str,
-            call: impl Future<Output = Result<(), E>>,
-        ) -> (&'static str, Result<(), String>) {
-            let outcome = match tokio::time::timeout(WARM_UP_TIMEOUT, call).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {WARM_UP_TIMEOUT:?}")),
-            };
-            (name, outcome)
-        }
         let (store, queue, agent) = tokio::join!(
-            bounded("dynamodb", self.store.warm_up()),
-            bounded("sqs", self.queue.warm_up()),
-            bounded("agent", async { self.agent.health().await.map(|_| ()) }),
+            warm_one("dynamodb", self.store.warm_up()),
+            warm_one("sqs", self.queue.warm_up()),
+            warm_one("agent", async { self.agent.health().await.map(|_| ()) }),
         );
         let mut report = WarmUp::default();
-        for (name, outcome) in [store, queue, agent] {
-            match outcome {
-                Ok(()) => report.warmed.push(name),
-                Err(reason) => {
-                    warn!(endpoint = name, %reason, "warm-up request failed; the first invocation will connect");
-                    report.failed.push((name, reason));
-                }
-            }
+        for outcome in [store, queue, agent] {
+            report.add(outcome);
         }
         report
     }
@@ -213,22 +266,15 @@ impl AwsPorts {
 /// one SDK configuration, warm their connections, build the executor. All of it happens in
 /// Lambda's INIT phase.
 pub async fn init_from_env() -> Result<Executor, ConfigError> {
-    let started = std::time::Instant::now();
+    let mut clock = InitClock::start();
     let config = PollerConfig::from_env()?;
     let sdk = flowgate_shared::adapters::aws_config(None).await;
-    let sdk_loaded = started.elapsed();
+    clock.sdk_loaded();
     let ports = aws_ports_from(&config, &sdk)?;
     let executor = ports.executor()?;
-    let built = started.elapsed();
+    clock.built();
     let warm = ports.warm_up().await;
-    tracing::info!(
-        init_ms = started.elapsed().as_secs_f64() * 1e3,
-        sdk_config_ms = sdk_loaded.as_secs_f64() * 1e3,
-        clients_ms = (built - sdk_loaded).as_secs_f64() * 1e3,
-        warm_up_ms = (started.elapsed() - built).as_secs_f64() * 1e3,
-        warmed = ?warm.warmed,
-        "poller ready"
-    );
+    clock.ready("poller", &warm);
     Ok(executor)
 }
 

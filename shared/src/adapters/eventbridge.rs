@@ -93,6 +93,20 @@ impl EventBridgeScheduler {
         Self::new(Client::new(&config), group, target_arn, role_arn)
     }
 
+    /// Open a connection to EventBridge Scheduler (DNS, TCP, TLS) with a read that changes
+    /// nothing: one page of at most one schedule of the group. The triggers function calls it
+    /// during INIT (its sweep lists the group every minute).
+    pub async fn warm_up(&self) -> Result<(), StoreError> {
+        self.client
+            .list_schedules()
+            .group_name(&self.group)
+            .max_results(1)
+            .send()
+            .await
+            .map_err(|e| sdk_err("ListSchedules (warm-up)", e))?;
+        Ok(())
+    }
+
     pub fn group(&self) -> &str {
         &self.group
     }
