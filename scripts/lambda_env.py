@@ -8,11 +8,13 @@ that the deployed schema is the one the code works with.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -45,7 +47,9 @@ def _tagged(loader, _suffix, node):
 _CfnLoader.add_multi_constructor("!", _tagged)
 
 
+@functools.cache
 def template() -> dict:
+    """infra/template.yaml, parsed once per process (callers only read it)."""
     return yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)
 
 
@@ -55,7 +59,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30.0, accept_status: bool = True) -> None:
+def wait_http(url: str, timeout: float = 30.0) -> None:
     """Wait until `url` answers HTTP at all (any status)."""
     deadline = time.monotonic() + timeout
     last = None
@@ -64,8 +68,7 @@ def wait_http(url: str, timeout: float = 30.0, accept_status: bool = True) -> No
             urllib.request.urlopen(url, timeout=1).read()
             return
         except urllib.error.HTTPError:
-            if accept_status:
-                return
+            return
         except OSError as e:  # refused, reset: not up yet
             last = e
         time.sleep(0.1)
@@ -87,7 +90,8 @@ class Resources:
         self.dynamodb = session.client("dynamodb", endpoint_url=endpoint)
         self.sqs = session.client("sqs", endpoint_url=endpoint)
         self.scheduler = session.client("scheduler", endpoint_url=endpoint)
-        props = template()["Resources"]["Table"]["Properties"]
+        resources = template()["Resources"]
+        props = resources["Table"]["Properties"]
         self.table = f"flowgate-smoke-{suffix}"
         self.dynamodb.create_table(
             TableName=self.table,
@@ -101,7 +105,7 @@ class Resources:
             TableName=self.table,
             TimeToLiveSpecification=props["TimeToLiveSpecification"],
         )
-        queue_props = template()["Resources"]["WorkQueue"]["Properties"]
+        queue_props = resources["WorkQueue"]["Properties"]
         self.queue_url = self.sqs.create_queue(
             QueueName=f"flowgate-smoke-{suffix}",
             Attributes={"VisibilityTimeout": str(queue_props["VisibilityTimeout"])},

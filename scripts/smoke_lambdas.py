@@ -21,6 +21,8 @@ import hashlib
 import hmac
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -113,8 +115,6 @@ class Watch:
             if self.process.poll() is not None:
                 fail(f"cargo lambda watch exited ({self.process.returncode}):\n{self.tail()}")
             try:
-                import socket
-
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                     return
             except OSError:
@@ -150,8 +150,6 @@ class Watch:
         return json.loads(out.stdout)
 
     def stop(self) -> None:
-        import signal
-
         try:
             os.killpg(self.process.pid, signal.SIGTERM)
         except ProcessLookupError:

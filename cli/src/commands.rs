@@ -388,6 +388,15 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// [`data_dir`] from this process's environment (where the API commands and `flowgate mcp`
+/// look for the key a local `flowgate serve` wrote).
+pub fn data_dir_from_env() -> Option<PathBuf> {
+    data_dir(
+        std::env::var_os("FLOWGATE_DATA_DIR"),
+        std::env::var_os("HOME"),
+    )
+}
+
 /// The data directory `flowgate serve` uses by default: `$FLOWGATE_DATA_DIR`, else
 /// `$HOME/.flowgate`.
 pub fn data_dir(flowgate_data_dir: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
@@ -533,10 +542,7 @@ pub(crate) fn run_api_command(
 ) -> ExitCode {
     let mut stdout = io::stdout();
     let mut stderr = io::stderr();
-    let dir = data_dir(
-        std::env::var_os("FLOWGATE_DATA_DIR"),
-        std::env::var_os("HOME"),
-    );
+    let dir = data_dir_from_env();
     let key = match resolve_api_key(options.api_key.as_deref(), dir.as_deref()) {
         Ok(key) => key,
         Err(e) => {

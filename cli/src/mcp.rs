@@ -10,15 +10,12 @@ use std::process::ExitCode;
 use flowgate_shared::telemetry::{self, LogFormat};
 use tracing::{error, info, warn};
 
-use crate::commands::{ApiOptions, KeySource, data_dir, key_hint, resolve_api_key};
+use crate::commands::{ApiOptions, KeySource, data_dir_from_env, key_hint, resolve_api_key};
 
 /// Runs the stdio server until the client closes stdin.
 pub fn main(options: &ApiOptions) -> ExitCode {
     telemetry::init(LogFormat::Text);
-    let dir = data_dir(
-        std::env::var_os("FLOWGATE_DATA_DIR"),
-        std::env::var_os("HOME"),
-    );
+    let dir = data_dir_from_env();
     let key = match resolve_api_key(options.api_key.as_deref(), dir.as_deref()) {
         Ok(key) => key,
         Err(e) => {

@@ -31,12 +31,12 @@ struct World {
 async fn world() -> World {
     let ports = moto_ports(Duration::from_secs(5)).await;
     let group = format!("flowgate-test-{}", uuid::Uuid::new_v4().simple());
-    let scheduler = EventBridgeScheduler::from_env(
+    let scheduler = EventBridgeScheduler::from_sdk_config(
+        &flowgate_shared::adapters::aws_config(None).await,
         group,
         "arn:aws:lambda:us-east-1:123456789012:function:flowgate-triggers",
         "arn:aws:iam::123456789012:role/flowgate-scheduler",
-    )
-    .await;
+    );
     scheduler.ensure_group().await.expect("schedule group");
     let agent = Arc::new(
         AgentClient::new("http://127.0.0.1:9", "unused", AgentClientConfig::default())

@@ -44,6 +44,17 @@ pub enum Function {
     Triggers,
 }
 
+impl Function {
+    /// The short name in logs (`api`, `approvals`, `triggers`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Function::Api => "api",
+            Function::Approvals => "approvals",
+            Function::Triggers => "triggers",
+        }
+    }
+}
+
 /// Why a function cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiConfigError {
@@ -78,7 +89,6 @@ pub struct ScheduleSettings {
 /// Everything one function reads from its environment.
 #[derive(Debug)]
 pub struct FunctionConfig {
-    pub function: Function,
     /// Table, queue, agent service and notifier (the poller's settings).
     pub ports: PollerConfig,
     pub keys: ApiKeys,
@@ -147,7 +157,6 @@ impl FunctionConfig {
             _ => None,
         };
         Ok(FunctionConfig {
-            function,
             ports,
             keys,
             approvals,
@@ -229,12 +238,7 @@ pub async fn init_from_env(function: Function) -> Result<Started, ApiConfigError
     if let Some(outcome) = scheduler_warm {
         warm.add(outcome);
     }
-    let name = match function {
-        Function::Api => "api",
-        Function::Approvals => "approvals",
-        Function::Triggers => "triggers",
-    };
-    clock.ready(name, &warm);
+    clock.ready(function.name(), &warm);
     Ok(Started {
         services,
         mcp_allowed_hosts,

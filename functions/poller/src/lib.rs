@@ -122,12 +122,6 @@ pub struct AwsPorts {
     pub notifier: Arc<Notifier>,
 }
 
-/// Build the [`AwsPorts`] from the configuration, loading the SDK configuration once.
-pub async fn aws_ports(config: &PollerConfig) -> Result<AwsPorts, ConfigError> {
-    let sdk = flowgate_shared::adapters::aws_config(None).await;
-    aws_ports_from(config, &sdk)
-}
-
 /// Build the [`AwsPorts`] on an already loaded SDK configuration (shared with any other AWS
 /// client the function has, so region and credentials are resolved once per cold start).
 pub fn aws_ports_from(config: &PollerConfig, sdk: &SdkConfig) -> Result<AwsPorts, ConfigError> {
@@ -164,13 +158,12 @@ pub async fn warm_one<E: fmt::Display>(
     (name, outcome)
 }
 
-/// What [`AwsPorts::warm_up`] managed, for the cold-start log line and the benchmarks.
+/// What [`AwsPorts::warm_up`] managed, for the cold-start log line. Failures are logged as
+/// they happen (the function starts anyway).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WarmUp {
-    /// Endpoints with an open connection now (`dynamodb`, `sqs`, `agent`).
+    /// Endpoints with an open connection now (`dynamodb`, `sqs`, `agent`, `scheduler`).
     pub warmed: Vec<&'static str>,
-    /// Endpoints that failed or timed out, with the reason (the function still starts).
-    pub failed: Vec<(&'static str, String)>,
 }
 
 impl WarmUp {
@@ -179,8 +172,7 @@ impl WarmUp {
         match outcome {
             Ok(()) => self.warmed.push(name),
             Err(reason) => {
-                warn!(endpoint = name, %reason, "warm-up request failed; the first invocation will connect");
-                self.failed.push((name, reason));
+                warn!(endpoint = name, %reason, "warm-up request failed; the first invocation will connect")
             }
         }
     }
@@ -276,12 +268,6 @@ pub async fn init_from_env() -> Result<Executor, ConfigError> {
     let warm = ports.warm_up().await;
     clock.ready("poller", &warm);
     Ok(executor)
-}
-
-/// Build the executor the function uses for its whole life: DynamoDB store, SQS queue, agent
-/// client, system clock.
-pub async fn build_executor(config: &PollerConfig) -> Result<Executor, ConfigError> {
-    aws_ports(config).await?.executor()
 }
 
 /// Handle one SQS batch; the response names the records to deliver again.

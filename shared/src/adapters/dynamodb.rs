@@ -320,13 +320,6 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// A store on `table` with a client configured from the environment (honours
-    /// `AWS_ENDPOINT_URL`).
-    pub async fn from_env(table: impl Into<String>) -> Self {
-        let config = super::aws_config(None).await;
-        Self::new(Client::new(&config), table)
-    }
-
     /// How long finished runs, audit entries and idempotency records are kept (DynamoDB TTL).
     pub fn with_retention(mut self, retention: Duration) -> Self {
         self.retention = retention;

@@ -83,16 +83,6 @@ impl EventBridgeScheduler {
         Self::new(Client::new(config), group, target_arn, role_arn)
     }
 
-    /// A scheduler with a client configured from the environment (honours `AWS_ENDPOINT_URL`).
-    pub async fn from_env(
-        group: impl Into<String>,
-        target_arn: impl Into<String>,
-        role_arn: impl Into<String>,
-    ) -> Self {
-        let config = super::aws_config(None).await;
-        Self::new(Client::new(&config), group, target_arn, role_arn)
-    }
-
     /// Open a connection to EventBridge Scheduler (DNS, TCP, TLS) with a read that changes
     /// nothing: one page of at most one schedule of the group. The triggers function calls it
     /// during INIT (its sweep lists the group every minute).

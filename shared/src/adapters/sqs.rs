@@ -103,12 +103,6 @@ impl SqsQueue {
         Ok(())
     }
 
-    /// A queue with a client configured from the environment (honours `AWS_ENDPOINT_URL`).
-    pub async fn from_env(queue_url: impl Into<String>) -> Self {
-        let config = super::aws_config(None).await;
-        Self::new(Client::new(&config), queue_url)
-    }
-
     pub fn queue_url(&self) -> &str {
         &self.queue_url
     }
