@@ -141,7 +141,7 @@ class Watch:
                 env=self.env,
                 capture_output=True,
                 text=True,
-                timeout=600,  # the first invocation of a function compiles it
+                timeout=300,  # built beforehand: watch only checks fingerprints and starts it
             )
         finally:
             os.unlink(path)
@@ -283,10 +283,20 @@ def main() -> int:
     venv_bin = ROOT / ".venv" / "bin"
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}"}
 
-    print("==> building the functions and the simulator (debug)", flush=True)
-    packages = [a for f in FUNCTIONS for a in ("-p", f)]
-    subprocess.run(["cargo", "build", "--quiet", *packages, "-p", "flowgate-cli", "--bin", "flowgate",
-                    *[a for f in FUNCTIONS for a in ("--bin", f)]], cwd=ROOT, env=env, check=True)
+    # `cargo lambda watch` starts a function with `cargo run --manifest-path Cargo.toml --bin
+    # <function>` on its first invocation. Cargo resolves features per selected package, so one
+    # combined build of all four does not produce the artifacts those commands want, and each
+    # first invocation would compile the function (and the shared crates, with its feature set)
+    # inside the invocation's timeout: on a slow CI machine that took more than 10 minutes.
+    # Building each function with the same command line here, without a timeout, leaves watch
+    # a fingerprint check.
+    print("==> building the functions (as cargo lambda watch runs them) and the simulator (debug)", flush=True)
+    for function in FUNCTIONS:
+        step_started = time.monotonic()
+        subprocess.run(["cargo", "build", "--quiet", "--manifest-path", "Cargo.toml", "--bin", function],
+                       cwd=ROOT, env=env, check=True)
+        print(f"    {function}: {time.monotonic() - step_started:.0f} s", flush=True)
+    subprocess.run(["cargo", "build", "--quiet", "-p", "flowgate-cli", "--bin", "flowgate"], cwd=ROOT, env=env, check=True)
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
 
     resources = lambda_env.Resources(endpoint)
