@@ -67,6 +67,20 @@ pub async fn embedded() -> Backend {
     }
 }
 
+/// The embedded store in memory (what the seeded simulation runs on): same store code, no
+/// file, calls inline on the caller's task.
+pub async fn memory() -> Backend {
+    use flowgate_shared::adapters::embedded::EmbeddedStore;
+    let store = Arc::new(EmbeddedStore::in_memory().expect("create the in-memory store"));
+    Backend {
+        runs: store.clone(),
+        workflows: store.clone(),
+        records: store,
+        queue: Arc::new(MemQueue::new(VISIBILITY_TIMEOUT)),
+        _keep_alive: Box::new(()),
+    }
+}
+
 /// AWS backend: DynamoDB and SQS on moto (the endpoint `scripts/test` exports), or on
 /// LocalStack in a container with the `localstack` feature and
 /// `FLOWGATE_CONTRACT_BACKEND=localstack`. Each case gets its own table and queue.

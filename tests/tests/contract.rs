@@ -6,6 +6,7 @@
 //! so `cargo nextest run -E 'test(/contract::moto::/)'` selects one backend.
 //!
 //! - `embedded`: redb in a fresh temp dir + the in-process queue.
+//! - `memory`: the same store on redb's in-memory backend (the seeded simulation's store).
 //! - `moto`: DynamoDB + SQS over the wire on the moto server `scripts/test` starts (fails with
 //!   instructions when `AWS_ENDPOINT_URL` is not set); with the `localstack` feature and
 //!   `FLOWGATE_CONTRACT_BACKEND=localstack`, on LocalStack in a container instead.
@@ -99,5 +100,6 @@ macro_rules! suite {
 
 mod contract {
     suite!(embedded);
+    suite!(memory);
     suite!(moto);
 }

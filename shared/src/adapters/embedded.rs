@@ -84,7 +84,9 @@ struct StoredExpiry {
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
-    sync: Arc<GroupCommit>,
+    /// The durability waiter of a file store; `None` in memory, where there is no disk to wait
+    /// for and every call runs inline on the caller's task (see [`EmbeddedStore::in_memory`]).
+    sync: Option<Arc<GroupCommit>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -132,6 +134,25 @@ impl EmbeddedStore {
                 path.display()
             ),
         })?;
+        Self::from_database(db, path, true)
+    }
+
+    /// A store held in memory only (redb's in-memory backend): the same tables, transactions
+    /// and conditional writes as [`EmbeddedStore::open`] without a file, for the seeded
+    /// simulation, which opens thousands of stores and must replay exactly from a seed. Calls
+    /// run inline on the caller's task (memory never blocks for long, and no thread pool means
+    /// no scheduling the seed does not decide) and commits need no `fsync`. Everything is lost
+    /// when the store is dropped.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| StoreError::Backend {
+                message: format!("cannot create an in-memory database: {e}"),
+            })?;
+        Self::from_database(db, PathBuf::from(":memory:"), false)
+    }
+
+    fn from_database(db: Database, path: PathBuf, on_disk: bool) -> Result<Self, StoreError> {
         // Create every table up front so read transactions never meet a missing table.
         let txn = db.begin_write().map_err(db_err)?;
         txn.open_table(RUNS).map_err(db_err)?;
@@ -146,13 +167,17 @@ impl EmbeddedStore {
         txn.commit().map_err(db_err)?;
         tracing::debug!(path = %path.display(), "embedded store opened");
         let db = Arc::new(db);
-        let sync = Arc::new(GroupCommit::start(Arc::clone(&db))?);
+        let sync = if on_disk {
+            Some(Arc::new(GroupCommit::start(Arc::clone(&db))?))
+        } else {
+            None
+        };
         Ok(Self { db, path, sync })
     }
 
     /// Durable commits made so far (each covers every write before it).
     pub fn sync_count(&self) -> u64 {
-        self.sync.syncs()
+        self.sync.as_ref().map_or(0, |s| s.syncs())
     }
 
     /// Where the database file lives.
@@ -160,12 +185,16 @@ impl EmbeddedStore {
         &self.path
     }
 
-    /// Run `f` on the blocking pool (redb calls block on disk I/O and on other writers).
+    /// Run `f` on the blocking pool (redb calls block on disk I/O and on other writers), or
+    /// inline for an in-memory store.
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Database) -> Result<T, StoreError> + Send + 'static,
     {
+        if self.sync.is_none() {
+            return f(&self.db);
+        }
         let db = Arc::clone(&self.db);
         tokio::task::spawn_blocking(move || f(&db))
             .await
@@ -182,20 +211,29 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&redb::WriteTransaction) -> Result<T, StoreError> + Send + 'static,
     {
-        let sync = Arc::clone(&self.sync);
+        let sync = self.sync.clone();
         let (value, seq) = self
             .blocking(move |db| {
                 let mut txn = db.begin_write().map_err(db_err)?;
-                txn.set_durability(Durability::None)
+                // On disk the group commit makes it durable; in memory an immediate commit
+                // costs nothing (no fsync) and lets redb reuse the pages it frees.
+                let durability = if sync.is_some() {
+                    Durability::None
+                } else {
+                    Durability::Immediate
+                };
+                txn.set_durability(durability)
                     .map_err(|e| StoreError::Backend {
                         message: format!("embedded database: {e}"),
                     })?;
                 let value = f(&txn)?;
                 txn.commit().map_err(db_err)?;
-                Ok((value, sync.committed()))
+                Ok((value, sync.map(|s| s.committed())))
             })
             .await?;
-        self.sync.durable(seq).await?;
+        if let (Some(sync), Some(seq)) = (&self.sync, seq) {
+            sync.durable(seq).await?;
+        }
         Ok(value)
     }
 
