@@ -282,6 +282,29 @@ pub struct Run {
     /// and only [`Event::Admit`](crate::engine::Event::Admit) starts it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub queued: bool,
+    /// Agent runs Flowgate asked to stop whose stop is not confirmed yet. A kill lost to a
+    /// crash or an agent-service error is issued again from here (the run stays due for the
+    /// sweeper meanwhile, even after it finished), so no agent run is left working for a
+    /// step that ended.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_kills: Vec<PendingKill>,
+}
+
+/// A kill of an agent run that is not confirmed yet (see [`Run::pending_kills`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingKill {
+    pub step: String,
+    pub attempt: u32,
+    /// The agent run, when its id is known; else it is looked up by `session_name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_run_id: Option<String>,
+    pub session_name: String,
+    #[serde(default)]
+    pub force: bool,
+    /// When to issue the kill again if it is still not confirmed.
+    pub retry_at: Millis,
+    /// Kills issued so far.
+    pub tries: u32,
 }
 
 impl Run {
@@ -330,6 +353,7 @@ impl Run {
             budget_grants: 0,
             concurrency_group: None,
             queued: false,
+            pending_kills: Vec::new(),
         }
     }
 
@@ -355,10 +379,12 @@ impl Run {
         self.steps.get(id)
     }
 
-    /// When the sweeper should wake this run: its `wake_at`, unless it is finished. Stores
-    /// index runs by this (only due runs are in the index).
+    /// When the sweeper should wake this run: its `wake_at`, unless it is finished (a finished
+    /// run is due only while a kill of one of its agent runs is unconfirmed). Stores index
+    /// runs by this (only due runs are in the index).
     pub fn due_at(&self) -> Option<Millis> {
-        self.wake_at.filter(|_| !self.status.is_terminal())
+        self.wake_at
+            .filter(|_| !self.status.is_terminal() || !self.pending_kills.is_empty())
     }
 
     /// Wall-clock duration, for sorting and display.

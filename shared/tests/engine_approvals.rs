@@ -1457,6 +1457,11 @@ steps:
     assert_eq!(next_timer(&h.run, &h.def), Some(T0 + 10 * MINUTE));
     h.at(10 * MINUTE);
     h.tick();
+    // Crossing the budget killed the agent run; the executor confirms it.
+    h.send(Event::AgentKilled {
+        step: "code".into(),
+        attempt: 1,
+    });
     let id = budget_gate_id(&h);
     h.at(11 * MINUTE);
     decide_id(

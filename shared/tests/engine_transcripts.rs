@@ -292,6 +292,84 @@ steps:
     assert_eq!(emitted(&effects), vec!["run.failed"]);
 }
 
+/// Found by the seeded simulation: a run that ended while its agent kill was lost (a crash
+/// right after the decision was written) left the agent run working, because nothing
+/// re-issued the kill of a finished run.
+#[test]
+fn a_lost_kill_is_issued_again_after_the_run_finished_until_confirmed() {
+    let mut h = Harness::new(
+        r#"
+id: slow
+timeout: 1h
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+"#,
+    );
+    h.start();
+    h.agent_started("a", "up-1");
+    h.at(3_600_000);
+    let effects = h.tick();
+    assert_eq!(h.status(), RunStatus::TimedOut);
+    assert_eq!(kills(&effects), vec![("a".to_string(), true)]);
+    // The kill effect is lost: the finished run stays due until it is confirmed.
+    assert_eq!(h.run.pending_kills.len(), 1);
+    let retry_at = h.run.pending_kills[0].retry_at;
+    assert_eq!(h.run.wake_at, Some(retry_at));
+    assert_eq!(h.run.due_at(), Some(retry_at), "the sweeper must find it");
+    // A tick before the retry time re-issues nothing.
+    h.at(3_600_000 + 1_000);
+    assert!(kills(&h.tick()).is_empty());
+    // The sweeper's tick after it does, and the wait backs off.
+    h.now = retry_at;
+    let effects = h.tick();
+    assert_eq!(kills(&effects), vec![("a".to_string(), true)]);
+    assert_eq!(h.run.pending_kills[0].tries, 2);
+    assert!(h.run.pending_kills[0].retry_at > retry_at + 60_000);
+    assert_eq!(h.status(), RunStatus::TimedOut, "the outcome stands");
+    // Confirmed: nothing is due any more.
+    h.send(Event::AgentKilled {
+        step: "a".into(),
+        attempt: 1,
+    });
+    assert!(h.run.pending_kills.is_empty());
+    assert_eq!(h.run.wake_at, None);
+    assert_eq!(h.run.due_at(), None);
+}
+
+#[test]
+fn a_kill_never_confirmed_is_given_up_with_an_audit_entry() {
+    let mut h = Harness::new(
+        r#"
+id: slow
+timeout: 1h
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+"#,
+    );
+    h.start();
+    h.agent_started("a", "up-1");
+    h.at(3_600_000);
+    h.tick();
+    for _ in 0..100 {
+        let Some(at) = h.run.wake_at else { break };
+        h.now = at;
+        h.tick();
+    }
+    assert!(h.run.pending_kills.is_empty());
+    assert_eq!(h.run.wake_at, None);
+    assert!(
+        h.audit_kinds().iter().any(|k| k == "agent.kill_abandoned"),
+        "{:?}",
+        h.audit_kinds()
+    );
+}
+
 const APPROVAL: &str = r#"
 id: gated
 inputs:

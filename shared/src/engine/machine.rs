@@ -24,6 +24,13 @@ pub const POLL_LOST_AFTER_MS: i64 = 60_000;
 pub const REISSUE_AFTER_MS: i64 = 30_000;
 /// After a graceful cancel, agent runs not confirmed dead are killed with force.
 pub const CANCEL_GRACE_MS: i64 = 30_000;
+/// An agent kill not confirmed within this long is issued again (then backing off, doubling
+/// up to [`MAX_KILL_RETRY_MS`]).
+pub const KILL_RETRY_MS: i64 = 60_000;
+/// The longest wait between two tries of an unconfirmed kill.
+pub const MAX_KILL_RETRY_MS: i64 = 30 * 60_000;
+/// Tries of one kill before it is given up (about a day of backing off).
+pub const MAX_KILL_TRIES: u32 = 50;
 /// What the agent service really accepts for a run timeout (see the agent API page, quirk 2).
 pub const AGENT_TIMEOUT_SECS: (u64, u64) = (60, 7_200);
 
@@ -194,7 +201,10 @@ impl Cx<'_> {
             Event::Start => self.on_start(),
             // A tick for a run whose Start message was lost starts it (the sweeper wakes runs
             // that are still pending past their `wake_at`).
-            Event::Tick => self.on_start(),
+            Event::Tick => {
+                self.reissue_kills();
+                self.on_start();
+            }
             Event::Admit => {
                 if self.run.queued {
                     self.run.queued = false;
@@ -228,6 +238,13 @@ impl Cx<'_> {
                 observation,
             } => self.on_agent_observed(step, *attempt, *poll, *interval_ms, observation),
             Event::AgentKilled { step, attempt } => {
+                let before = self.run.pending_kills.len();
+                self.run
+                    .pending_kills
+                    .retain(|k| !(k.step == *step && k.attempt == *attempt));
+                if self.run.pending_kills.len() != before {
+                    self.dirty = true;
+                }
                 if self.run.steps.get(step).is_some_and(|s| {
                     s.attempt == *attempt && s.agent.as_ref().is_some_and(|a| a.kill_requested)
                 }) && let Some(a) = self.st(step).agent.as_mut()
@@ -400,13 +417,13 @@ impl Cx<'_> {
             _ => {
                 // A run we no longer want (stale attempt, cancelled step, or a second start that
                 // slipped through): stop it so it costs nothing.
-                self.effects.push(Effect::KillAgent {
-                    step: step.to_string(),
+                self.kill_agent(
+                    step,
                     attempt,
-                    upstream_run_id: Some(upstream.to_string()),
-                    session_name: session_name(&self.run.id, step, attempt),
-                    force: true,
-                });
+                    Some(upstream.to_string()),
+                    session_name(&self.run.id, step, attempt),
+                    true,
+                );
                 self.log(
                     SYSTEM,
                     "agent.orphan_killed",
@@ -897,14 +914,8 @@ impl Cx<'_> {
             let attempt = s.attempt;
             if let Some(a) = s.agent.as_mut() {
                 a.kill_requested = false;
-                let effect = Effect::KillAgent {
-                    step: id.clone(),
-                    attempt,
-                    upstream_run_id: a.upstream_run_id.clone(),
-                    session_name: a.session_name.clone(),
-                    force: true,
-                };
-                self.effects.push(effect);
+                let (upstream, session) = (a.upstream_run_id.clone(), a.session_name.clone());
+                self.kill_agent(&id, attempt, upstream, session, true);
             }
         }
     }
@@ -947,8 +958,15 @@ impl Cx<'_> {
             a.status = ApprovalStatus::Cancelled;
             close = Some(a.id.clone());
         }
-        if let Some(k) = kill {
-            self.effects.push(k);
+        if let Some(Effect::KillAgent {
+            step,
+            attempt,
+            upstream_run_id,
+            session_name,
+            force,
+        }) = kill
+        {
+            self.kill_agent(&step, attempt, upstream_run_id, session_name, force);
         }
         if let Some(approval_id) = close {
             self.close_approval(id, &approval_id, ApprovalStatus::Cancelled);
@@ -2019,14 +2037,102 @@ impl Cx<'_> {
         let attempt = s.attempt;
         if let Some(a) = s.agent.as_mut() {
             a.next_poll_at = None;
-            let effect = Effect::KillAgent {
+            let (upstream, session) = (a.upstream_run_id.clone(), a.session_name.clone());
+            self.kill_agent(step, attempt, upstream, session, force);
+        }
+    }
+
+    /// Ask for an agent run to be stopped, and remember it until the stop is confirmed
+    /// ([`Event::AgentKilled`]): the kill effect is performed after the decision is written,
+    /// so a crash or an agent-service error can lose it, and [`Cx::reissue_kills`] then
+    /// issues it again, however the run ended meanwhile.
+    fn kill_agent(
+        &mut self,
+        step: &str,
+        attempt: u32,
+        upstream_run_id: Option<String>,
+        session_name: String,
+        force: bool,
+    ) {
+        let retry_at = self.now + KILL_RETRY_MS;
+        match self
+            .run
+            .pending_kills
+            .iter_mut()
+            .find(|k| k.step == step && k.attempt == attempt)
+        {
+            Some(k) => {
+                k.force |= force;
+                if k.upstream_run_id.is_none() {
+                    k.upstream_run_id.clone_from(&upstream_run_id);
+                }
+            }
+            None => self.run.pending_kills.push(PendingKill {
                 step: step.to_string(),
                 attempt,
-                upstream_run_id: a.upstream_run_id.clone(),
-                session_name: a.session_name.clone(),
+                upstream_run_id: upstream_run_id.clone(),
+                session_name: session_name.clone(),
                 force,
-            };
-            self.effects.push(effect);
+                retry_at,
+                tries: 1,
+            }),
+        }
+        self.dirty = true;
+        self.effects.push(Effect::KillAgent {
+            step: step.to_string(),
+            attempt,
+            upstream_run_id,
+            session_name,
+            force,
+        });
+    }
+
+    /// On a tick, issue again every kill still unconfirmed after its retry time, backing off;
+    /// after [`MAX_KILL_TRIES`] the kill is given up with an audit entry (the agent service
+    /// stops runs at their own timeout in the end).
+    fn reissue_kills(&mut self) {
+        let now = self.now;
+        if !self.run.pending_kills.iter().any(|k| k.retry_at <= now) {
+            return;
+        }
+        let mut kept = Vec::new();
+        let mut effects = Vec::new();
+        let mut abandoned = Vec::new();
+        for mut k in std::mem::take(&mut self.run.pending_kills) {
+            if k.retry_at > now {
+                kept.push(k);
+            } else if k.tries >= MAX_KILL_TRIES {
+                abandoned.push(k);
+            } else {
+                k.tries += 1;
+                let backoff = KILL_RETRY_MS.saturating_mul(1 << (k.tries - 1).min(5));
+                k.retry_at = now + backoff.min(MAX_KILL_RETRY_MS);
+                effects.push(Effect::KillAgent {
+                    step: k.step.clone(),
+                    attempt: k.attempt,
+                    upstream_run_id: k.upstream_run_id.clone(),
+                    session_name: k.session_name.clone(),
+                    force: k.force,
+                });
+                kept.push(k);
+            }
+        }
+        self.run.pending_kills = kept;
+        self.dirty = true;
+        self.effects.extend(effects);
+        for k in abandoned {
+            self.log(
+                SYSTEM,
+                "agent.kill_abandoned",
+                Some(&k.step),
+                Some(k.attempt),
+                format!(
+                    "gave up stopping agent run {} after {} tries; check it on the agent service",
+                    k.upstream_run_id.as_deref().unwrap_or(&k.session_name),
+                    k.tries
+                ),
+                json!({"upstream_run_id": k.upstream_run_id, "session_name": k.session_name}),
+            );
         }
     }
 
@@ -2563,6 +2669,10 @@ fn wake_after(run: &Run, def: &WorkflowDefinition, timer: Option<Millis>) -> Opt
         // looks after it.
         RunStatus::Pending if !run.queued => take(Some(run.created_at)),
         _ => {}
+    }
+    // Unconfirmed kills, whatever the run's status (a finished run stays due for them).
+    for k in &run.pending_kills {
+        take(Some(k.retry_at));
     }
     t
 }
