@@ -171,6 +171,14 @@ impl Notifier {
     pub fn webhooks(&self) -> &webhooks::Webhooks {
         &self.webhooks
     }
+
+    /// Retry failed webhook deliveries on `schedule` instead of
+    /// [`webhooks::DEFAULT_BACKOFF`] (about three days): for tests and simulations that must
+    /// see a receiver given up on.
+    pub fn with_webhook_backoff(mut self, schedule: Vec<std::time::Duration>) -> Self {
+        self.webhooks = self.webhooks.with_backoff(schedule);
+        self
+    }
 }
 
 /// Who a link decides as when the approval lists no approver the link could be for.

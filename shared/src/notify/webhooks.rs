@@ -26,7 +26,7 @@
 //! view); each subscription's delivery log in `webhook-deliveries.{id}`, keyed newest first and
 //! expiring after [`DELIVERY_LOG_TTL`].
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -235,8 +235,10 @@ impl WebhookError {
 #[derive(Clone)]
 pub struct Webhooks {
     records: Arc<dyn RecordStore>,
-    /// `None` when the client could not be built (no TLS backend): every send gives up, saying so.
-    http: Option<reqwest::Client>,
+    /// Built on first send (most processes never send a webhook, and a client costs a read of
+    /// the root certificates); `None` inside when it could not be built (no TLS backend):
+    /// every send gives up, saying so.
+    http: Arc<OnceLock<Option<reqwest::Client>>>,
     backoff: Vec<Duration>,
 }
 
@@ -269,7 +271,7 @@ impl Webhooks {
     pub fn new(records: Arc<dyn RecordStore>) -> Self {
         Webhooks {
             records,
-            http: default_http(),
+            http: Arc::new(OnceLock::new()),
             backoff: DEFAULT_BACKOFF.to_vec(),
         }
     }
@@ -290,7 +292,7 @@ impl Webhooks {
     /// Replace the HTTP client (a proxy, other timeouts). Build it with
     /// `redirect::Policy::none()`, or redirects will be followed.
     pub fn with_http(mut self, client: reqwest::Client) -> Self {
-        self.http = Some(client);
+        self.http = Arc::new(OnceLock::from(Some(client)));
         self
     }
 
@@ -534,7 +536,7 @@ impl Webhooks {
                 ));
             }
         };
-        let Some(http) = self.http.as_ref() else {
+        let Some(http) = self.http.get_or_init(default_http).as_ref() else {
             return Outcome::GiveUp(
                 "the webhook HTTP client could not be built at startup; see the earlier error"
                     .to_string(),

@@ -367,7 +367,7 @@ impl Executor {
             header_map.insert(name, value);
         }
         let mut request = self
-            .http
+            .http()?
             .request(reqwest_method(method), url)
             .headers(header_map);
         if let Some(body) = body {

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tracing::{Instrument, debug, error, field, info_span, warn};
@@ -43,7 +43,10 @@ pub struct Executor {
     pub(super) workflows: Arc<dyn WorkflowStore>,
     pub(super) queue: Arc<dyn WorkQueue>,
     pub(super) agent: Arc<dyn AgentApi>,
-    pub(super) http: reqwest::Client,
+    /// The client of `http` and `notify` steps, built on first use: most processes never run
+    /// one, and building a client loads the system's root certificates (milliseconds of a cold
+    /// start, and most of the cost of a simulated process).
+    http: OnceLock<reqwest::Client>,
     pub(super) clock: Arc<dyn Clock>,
     /// Slack and outbound webhooks; notification effects are only logged without one.
     pub(super) notifier: Option<Arc<Notifier>>,
@@ -116,8 +119,8 @@ pub(super) struct Applied {
 }
 
 impl Executor {
-    /// An executor over the given ports, with an HTTP client for `http`/`notify` steps that
-    /// gives up after [`HTTP_TIMEOUT`].
+    /// An executor over the given ports. `http` and `notify` steps get a client that gives up
+    /// after [`HTTP_TIMEOUT`], built when the first one runs (see [`Executor::with_http`]).
     pub fn new(
         store: Arc<dyn RunStore>,
         workflows: Arc<dyn WorkflowStore>,
@@ -125,17 +128,12 @@ impl Executor {
         agent: Arc<dyn AgentApi>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ExecError> {
-        let http = reqwest::Client::builder()
-            .timeout(HTTP_TIMEOUT)
-            .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| ExecError::Config(format!("HTTP client set-up failed: {e}")))?;
         Ok(Executor {
             store,
             workflows,
             queue,
             agent,
-            http,
+            http: OnceLock::new(),
             clock,
             notifier: None,
             definitions: Mutex::new(HashMap::new()),
@@ -143,9 +141,23 @@ impl Executor {
     }
 
     /// Use `http` for `http` and `notify` steps (e.g. with a proxy or other timeouts).
-    pub fn with_http(mut self, http: reqwest::Client) -> Self {
-        self.http = http;
+    pub fn with_http(self, http: reqwest::Client) -> Self {
+        let _ = self.http.set(http);
         self
+    }
+
+    /// The client of `http` and `notify` steps; an error names why it could not be built
+    /// (no TLS backend), which fails the step that needed it.
+    pub(super) fn http(&self) -> Result<&reqwest::Client, String> {
+        if let Some(client) = self.http.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(HTTP_TIMEOUT)
+            .user_agent(concat!("flowgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| format!("the HTTP client cannot be built: {e}"))?;
+        Ok(self.http.get_or_init(|| client))
     }
 
     /// The record store beside the runs (the notifier's): concurrency groups, chaining.
