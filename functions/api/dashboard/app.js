@@ -117,6 +117,9 @@ async function signIn(key) {
   showApp();
 }
 
+// The form stays hidden until this script runs: without it, submitting would put the key in
+// the address (a plain GET form).
+$('key-form').hidden = false;
 $('key-form').addEventListener('submit', async (event) => {
   event.preventDefault();
   const key = $('api-key').value.trim();
@@ -338,8 +341,9 @@ function runsPage(view) {
 // One run
 // ------------------------------------------------------------------------------------------
 
+/** The line under a step's name in the graph: its status, and turns for an agent step. */
 function stepLine(step) {
-  const parts = [step.kind, step.status.replace('_', ' ')];
+  const parts = [step.status.replace('_', ' ')];
   if (step.agent) {
     parts.push(step.agent.max_turns ? `${step.agent.turns}/${step.agent.max_turns} turns` : `${step.agent.turns} turns`);
   }
@@ -527,7 +531,7 @@ function runPage(view, id) {
         r.session_name ? ['Session', r.session_name] : null,
         r.parent_run_id ? ['Started by run', h('a', {href: `#/runs/${encodeURIComponent(r.parent_run_id)}`}, r.parent_run_id)] : null,
         r.error ? ['Error', h('span', {class: 'error'}, r.error)] : null,
-      ].filter(Boolean).map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v))))));
+      ].filter(Boolean).map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v)))));
     renderApprovals(r.open_approvals);
 
     const signature = JSON.stringify(r.steps);
@@ -550,7 +554,7 @@ function runPage(view, id) {
           h('td', {class: 'num'}, st.attempt),
           h('td', {}, progressCell(st)),
           h('td', {class: 'num'}, duration(st.duration_ms)),
-          h('td', {class: 'num'}, st.agent ? money(st.agent.cost_usd) : '—')))));
+          h('td', {class: 'num'}, st.agent ? money(st.agent.cost_usd) : '—'))), {captionHidden: true, scroll: true}));
     }
     syncOptions(feedbackStep, r.steps.filter((st) => st.kind === 'agent' && st.status === 'running').map((st) => st.id));
     syncOptions(retryFrom, r.steps.map((st) => st.id));
@@ -889,7 +893,7 @@ function analyticsPage(view, params) {
             h('th', {scope: 'row'}, w.workflow_id),
             [w.runs, w.active, w.succeeded, w.failed, w.timed_out, w.cancelled, percent(w.success_rate), duration(w.duration_ms.p50), duration(w.duration_ms.p95),
               w.agent_turns, money(w.cost_usd), money(w.cost_per_run_usd), w.approvals.decided, duration(w.approvals.wait_ms.p50),
-              duration(w.approvals.wait_ms.p95), w.approvals.pending].map((v) => h('td', {class: 'num'}, v)))), {captionHidden: true})
+              duration(w.approvals.wait_ms.p95), w.approvals.pending].map((v) => h('td', {class: 'num'}, v)))), {captionHidden: true, scroll: true})
         : h('p', {class: 'empty'}, 'No runs were created in this window.'));
   }
 

@@ -102,9 +102,12 @@ export function percent(rate) {
   return `${Math.round(rate * 1000) / 10}%`;
 }
 
-/** A table with a caption, header cells with scope, and rows of cells. */
-export function table(caption, headers, rows, {captionHidden = false} = {}) {
-  return h('div', {class: 'table-wrap'},
+/** A table with a caption, header cells with scope, and rows of cells; `scroll` for wide
+ * tables without links (see below). */
+export function table(caption, headers, rows, {captionHidden = false, scroll = false} = {}) {
+  // A wide table scrolls sideways on a narrow screen; a scrolling region without links in it
+  // must be focusable, or keyboard users cannot scroll it.
+  return h('div', scroll ? {class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': caption} : {class: 'table-wrap'},
     h('table', {},
       h('caption', {class: captionHidden ? 'visually-hidden' : null}, caption),
       h('thead', {}, h('tr', {}, headers.map((hd) =>
