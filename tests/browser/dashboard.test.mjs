@@ -94,6 +94,35 @@ async function progressValue(page, step) {
   }, step);
 }
 
+/** Start one-step agent runs through the API: one to succeed, one to fail, one to cancel. */
+async function otherRuns() {
+  const start = async (workflow, message) => {
+    const answer = await api('POST', '/v1/runs', DEV_KEY, {workflow, message});
+    assert.equal(answer.status, 202, JSON.stringify(answer.body));
+    return answer.body.run_id;
+  };
+  const succeeded = await start('architect', 'Sketch a cache for the run list [turns=12]');
+  const failed = await start('architect', 'Design the impossible [fail]');
+  const cancelled = await start('review', 'Review everything, forever [timeout]');
+  const cancel = await api('POST', `/v1/runs/${cancelled}/cancel`, DEV_KEY, {force: true, reason: 'not needed'});
+  assert.equal(cancel.status, 202, JSON.stringify(cancel.body));
+  return {succeeded, failed, cancelled};
+}
+
+/** Poll the API until each run has ended as its name says. */
+async function untilFinished(runs) {
+  const until = Date.now() + 60_000;
+  for (;;) {
+    const states = await Promise.all(Object.entries(runs).map(async ([want, id]) => [want, (await api('GET', `/v1/runs/${id}`, DEV_KEY)).body.status]));
+    if (states.every(([want, got]) => want === got)) return;
+    if (states.some(([want, got]) => got !== want && ['succeeded', 'failed', 'cancelled', 'timed_out'].includes(got))) {
+      throw new Error(`a run ended otherwise than expected: ${JSON.stringify(states)}`);
+    }
+    if (Date.now() > until) throw new Error(`runs did not finish: ${JSON.stringify(states)}`);
+    await new Promise((resolve) => setTimeout(resolve, 250)); // the interval between polls
+  }
+}
+
 // ------------------------------------------------------------------------------------------
 // The test
 // ------------------------------------------------------------------------------------------
@@ -182,6 +211,9 @@ async function flow(browser) {
   await page.waitForURL(/#\/runs\/.+/);
   const runId = decodeURIComponent(page.url().split('#/runs/')[1]);
   log(`started run ${runId}`);
+  // Meanwhile, through the API, one-step agent runs that end otherwise (for the runs list and
+  // the analytics): one succeeds, one fails, one is cancelled.
+  const others = await otherRuns();
 
   // 5. The run page: the architect's progress bar moves.
   const first = await page.waitForFunction(() => {
@@ -251,7 +283,8 @@ async function flow(browser) {
   await page.screenshot({path: path.join(SHOTS, 'run.png'), fullPage: true});
   log(`run page: ${entries} audit entries; screenshot saved`);
 
-  // 9. Analytics: the page agrees with the API.
+  // 9. Analytics: the page agrees with the API (once the other runs have ended too).
+  await untilFinished(others);
   await page.getByRole('link', {name: 'Analytics'}).click();
   const row = page.locator(`tr[data-workflow="${WORKFLOW}"]`);
   await row.waitFor();
@@ -263,8 +296,13 @@ async function flow(browser) {
   assert.equal(wf.success_rate, 1);
   assert.equal(wf.approvals.decided, 1);
   assert.ok(wf.agent_turns >= 30 + 3 * 5, `agent turns ${wf.agent_turns}`);
-  assert.equal(await page.locator('[data-tile="runs"] .value').innerText(), String(figures.body.totals.runs));
-  assert.equal(await page.locator('[data-tile="success"] .value').innerText(), '100%');
+  const totals = figures.body.totals;
+  assert.equal(totals.runs, 4);
+  assert.deepEqual([totals.succeeded, totals.failed, totals.cancelled], [2, 1, 1]);
+  assert.equal(totals.success_rate, 0.5);
+  await page.locator('[data-tile="runs"] .value', {hasText: String(totals.runs)}).waitFor();
+  assert.equal(await page.locator('[data-tile="success"] .value').innerText(), '50%');
+  assert.equal(await row.locator('td').nth(6).innerText(), '100%', 'the example workflow succeeded every time');
   assert.equal(await page.locator('figure.chart svg').count(), 6, 'six charts');
   assert.ok(await page.locator('figure.chart svg rect.c-succeeded').count() >= 2, 'bars drawn');
   await accessibility(page, 'analytics');
@@ -275,7 +313,9 @@ async function flow(browser) {
   await page.getByRole('link', {name: 'Runs'}).click();
   await page.locator(`tr[data-run="${runId}"] .badge`, {hasText: 'succeeded'}).waitFor();
   await page.locator('label', {hasText: /^failed$/}).locator('input').check();
-  await page.locator('text=No runs match these filters.').waitFor();
+  await page.locator(`tr[data-run="${others.failed}"]`).waitFor();
+  await page.locator(`tr[data-run="${runId}"]`).waitFor({state: 'detached'});
+  assert.equal(await page.locator('tr[data-run]').count(), 1, 'only the failed run is listed');
   await accessibility(page, 'runs (filtered)');
 
   assert.deepEqual(pageErrors, [], 'no script errors');

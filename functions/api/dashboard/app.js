@@ -384,7 +384,7 @@ function runPage(view, id) {
 
   // Feedback to the running agent step.
   const feedbackStep = select([['', 'The running agent step']], '');
-  const feedbackText = h('textarea', {rows: 3, required: true});
+  const feedbackText = h('textarea', {rows: 4, required: true});
   const feedbackType = select([['user', 'user'], ['system', 'system']], 'user');
   const feedbackSend = h('button', {type: 'submit'}, 'Send feedback');
   const feedbackForm = h('form', {'aria-labelledby': 'feedback-title'},
@@ -447,7 +447,7 @@ function runPage(view, id) {
   function approvalCard(a) {
     const errors = h('p', {class: 'error', role: 'alert'});
     const reason = h('input', {type: 'text', id: `reason-${a.id}`});
-    const feedback = h('textarea', {rows: 2, id: `feedback-${a.id}`});
+    const feedback = h('input', {type: 'text', id: `feedback-${a.id}`});
     const mayNot = !me.may_approve;
     const approve = h('button', {type: 'button', class: 'approve', 'data-key': `approve:${a.id}`, 'data-action': 'approve', disabled: mayNot}, 'Approve');
     const reject = h('button', {type: 'button', class: 'danger', 'data-key': `reject:${a.id}`, 'data-action': 'reject', disabled: mayNot}, 'Reject');
@@ -613,7 +613,7 @@ function runPage(view, id) {
 // ------------------------------------------------------------------------------------------
 
 function validateBox() {
-  const text = h('textarea', {class: 'code', rows: 12, spellcheck: 'false', 'aria-describedby': 'validate-help validate-result'});
+  const text = h('textarea', {class: 'code definition', rows: 12, spellcheck: 'false', 'aria-describedby': 'validate-help validate-result'});
   const strict = h('input', {type: 'checkbox', id: 'validate-strict'});
   const result = h('div', {id: 'validate-result', role: 'status', 'aria-live': 'polite'});
   const form = h('form', {},
@@ -862,7 +862,7 @@ function analyticsPage(view, params) {
         barChart({
           title: 'Runs per workflow, by outcome (success rate)', series: outcome, stacked: true,
           rows: rows.map((w) => ({
-            label: w.workflow_id, note: `${w.runs} runs, ${percent(w.success_rate)} succeeded`,
+            label: w.workflow_id, note: `${w.runs} run${w.runs === 1 ? '' : 's'}, ${percent(w.success_rate)} succeeded`,
             values: {succeeded: w.succeeded, failed: w.failed + w.timed_out, cancelled: w.cancelled, active: w.active},
           })),
         }),

@@ -4,9 +4,9 @@
 
 import {h, s} from './dom.js';
 
-const LABEL_W = 150;
-const BAR_AREA = 420;
-const VALUE_W = 110;
+const LABEL_W = 190;
+const BAR_AREA = 350;
+const VALUE_W = 180;
 
 function legend(series) {
   return h('ul', {class: 'legend'}, series.map((se) =>
@@ -39,7 +39,7 @@ export function barChart({title, rows, series, stacked = false, format = String}
   const words = [];
   rows.forEach((r, i) => {
     const top = 4 + i * rowH;
-    marks.push(s('text', {x: 0, y: top + (stacked ? 15 : rowH / 2), 'data-row': r.label}, shorten(r.label, 22)));
+    marks.push(s('text', {x: 0, y: top + (stacked ? 15 : rowH / 2), 'data-row': r.label}, shorten(r.label, 28)));
     if (stacked) {
       let x = LABEL_W;
       let total = 0;
