@@ -81,6 +81,14 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
+/// Every path the dashboard serves (`/` and each file under [`ASSET_PREFIX`]): what API Gateway
+/// must route to the api function (the template test checks it does).
+pub fn paths() -> Vec<String> {
+    std::iter::once("/".to_string())
+        .chain(ASSETS.iter().map(|a| format!("{ASSET_PREFIX}{}", a.name)))
+        .collect()
+}
+
 /// The dashboard's routes (state-free, so they merge into any router).
 pub(crate) fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
