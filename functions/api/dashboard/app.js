@@ -520,7 +520,7 @@ function runPage(view, id) {
     updated.textContent = `Updated ${clock(now)}${ACTIVE.has(r.status) ? `; refreshes every ${RUN_REFRESH_MS / 1000} s` : ''}.`;
     replaceChildren(badgeSlot, badge(r.status));
     replaceChildren(facts, h('dl', {class: 'facts'},
-      [['Workflow', h('a', {href: `#/workflows/${encodeURIComponent(r.workflow_id)}`}, `${r.workflow_id} (version ${r.workflow_version})`)],
+      [['Workflow', h('a', {href: `#/workflows/${encodeURIComponent(r.workflow_id)}`, 'data-key': 'facts:workflow'}, `${r.workflow_id} (version ${r.workflow_version})`)],
         ['Status', r.status.replace('_', ' ')],
         ['Created', time(r.created_at)],
         ['Started', time(r.started_at)],
@@ -529,7 +529,7 @@ function runPage(view, id) {
         ['Cost', money(r.cost_usd)],
         ['Started by', r.started_by || '—'],
         r.session_name ? ['Session', r.session_name] : null,
-        r.parent_run_id ? ['Started by run', h('a', {href: `#/runs/${encodeURIComponent(r.parent_run_id)}`}, r.parent_run_id)] : null,
+        r.parent_run_id ? ['Started by run', h('a', {href: `#/runs/${encodeURIComponent(r.parent_run_id)}`, 'data-key': 'facts:parent'}, r.parent_run_id)] : null,
         r.error ? ['Error', h('span', {class: 'error'}, r.error)] : null,
       ].filter(Boolean).map(([k, v]) => h('div', {}, h('dt', {}, k), h('dd', {}, v)))));
     renderApprovals(r.open_approvals);
@@ -844,7 +844,7 @@ function analyticsPage(view, params) {
       {key: 'active', name: 'active', cls: 'active'},
     ];
     const pct = [{key: 'p50', name: 'p50', cls: 'p50'}, {key: 'p95', name: 'p95', cls: 'p95'}];
-    content.replaceChildren(
+    replaceChildren(content,
       h('ul', {class: 'tiles', 'aria-label': 'Totals'},
         tile('Runs', String(t.runs), 'runs'),
         tile('Success rate', percent(t.success_rate), 'success'),

@@ -107,7 +107,10 @@ export function percent(rate) {
 export function table(caption, headers, rows, {captionHidden = false, scroll = false} = {}) {
   // A wide table scrolls sideways on a narrow screen; a scrolling region without links in it
   // must be focusable, or keyboard users cannot scroll it.
-  return h('div', scroll ? {class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': `${caption} (table)`} : {class: 'table-wrap'},
+  const wrap = scroll
+    ? {class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': `${caption} (table)`, 'data-key': `table:${caption}`}
+    : {class: 'table-wrap'};
+  return h('div', wrap,
     h('table', {},
       h('caption', {class: captionHidden ? 'visually-hidden' : null}, caption),
       h('thead', {}, h('tr', {}, headers.map((hd) =>
