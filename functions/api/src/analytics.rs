@@ -307,7 +307,7 @@ pub fn compute(runs: &[Run], from: Millis, now: Millis) -> (Stats, Vec<WorkflowS
         })
         .collect();
     // Stable: equal counts keep the id order of the map.
-    workflows.sort_by(|a, b| b.stats.runs.cmp(&a.stats.runs));
+    workflows.sort_by_key(|w| std::cmp::Reverse(w.stats.runs));
     (
         totals.finish(),
         workflows,

@@ -37,7 +37,7 @@ async fn get(api: &TestApi, path: &str, etag: Option<&str>) -> Page {
     }
 }
 
-fn header_of<'a>(page: &'a Page, name: header::HeaderName) -> &'a str {
+fn header_of(page: &Page, name: header::HeaderName) -> &str {
     page.headers
         .get(&name)
         .unwrap_or_else(|| panic!("no {name} header"))
