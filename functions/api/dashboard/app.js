@@ -435,8 +435,8 @@ function runPage(view, id) {
     problem.textContent = '';
     notice.textContent = '';
     try {
-      const answer = await call('POST', `/v1/runs/${encodeURIComponent(id)}/${what}`, body);
-      notice.textContent = `${done} The run is ${answer.status}.`;
+      await call('POST', `/v1/runs/${encodeURIComponent(id)}/${what}`, body);
+      notice.textContent = done;
       await load();
     } catch (e) {
       problem.textContent = e.message;
@@ -462,7 +462,7 @@ function runPage(view, id) {
       button.disabled = true;
       try {
         const answer = await call('POST', `/v1/approvals/${encodeURIComponent(a.id)}/decision`, {decision, comment: comment || undefined});
-        notice.textContent = `Recorded: ${decision} on ${a.step || 'the budget'} by ${answer.by}. The run is ${answer.run_status}.`;
+        notice.textContent = `Recorded: ${decision} on ${a.step || 'the budget'} by ${answer.by}.`;
         await load();
       } catch (e) {
         errors.textContent = e.message;
