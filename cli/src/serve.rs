@@ -523,6 +523,7 @@ pub async fn start(args: ServeArgs) -> Result<Server, ServeError> {
     info!(%addr, "flowgate serve listening on http://{addr}");
     info!(data_dir = %data_dir.display(), "runs and workflows are stored in {}", store.path().display());
     info!("{}", keys.source.describe());
+    info!("the dashboard is at http://{addr}/ (it asks for the API key)");
     match &simulator {
         Some(sim) => info!(
             agent_url = %sim.base_url,

@@ -6,7 +6,10 @@
 //!   reverse, fails);
 //! - secrets come from Secrets Manager or SSM, never as text in the template;
 //! - the table is the one `DynamoStore::create_table` makes (created on moto and described);
-//! - the queue, its dead-letter queue and the event source are configured as the poller needs.
+//! - the queue, its dead-letter queue and the event source are configured as the poller needs;
+//! - API Gateway routes every path the api function serves (the documented routes and the
+//!   dashboard) to a function that serves it, the dashboard and `/v1/analytics` to the api
+//!   function.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -408,6 +411,151 @@ fn every_function_is_built_by_cargo_lambda_for_arm64() {
         assert!(
             matches!(get(resource, &["Properties", "Role"]), Value::Tagged(t) if t.tag == "!GetAtt"),
             "{id} has no role of its own"
+        );
+    }
+}
+
+/// One `AWS::ApiGatewayV2::Route`: method (`ANY` too), path pattern, and the integration's
+/// logical id.
+struct Route {
+    method: String,
+    pattern: Vec<String>,
+    integration: String,
+}
+
+fn routes(template: &Value) -> Vec<Route> {
+    let resources = get(template, &["Resources"])
+        .as_mapping()
+        .expect("Resources is a map");
+    resources
+        .values()
+        .filter(|r| r.get("Type").and_then(Value::as_str) == Some("AWS::ApiGatewayV2::Route"))
+        .map(|r| {
+            let key = get(r, &["Properties", "RouteKey"])
+                .as_str()
+                .expect("RouteKey");
+            let (method, path) = key.split_once(' ').expect("METHOD /path");
+            // Target: !Sub "integrations/${ApiIntegration}" (a tagged scalar in the YAML).
+            let target = format!("{:?}", get(r, &["Properties", "Target"]));
+            let integration = target
+                .split("${")
+                .nth(1)
+                .and_then(|rest| rest.split('}').next())
+                .unwrap_or_else(|| panic!("{key}: no integration in {target}"))
+                .to_string();
+            Route {
+                method: method.to_string(),
+                pattern: segments(path),
+                integration,
+            }
+        })
+        .collect()
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.trim_start_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// How well `route` matches a request, the way API Gateway's HTTP API ranks routes (a literal
+/// segment beats a `{variable}`, which beats a greedy `{proxy+}`; a method beats `ANY`), or
+/// `None` when it does not match at all.
+fn rank(route: &Route, method: &str, path: &[String]) -> Option<(usize, usize, bool)> {
+    if route.method != method && route.method != "ANY" {
+        return None;
+    }
+    let mut literal = 0;
+    let mut variable = 0;
+    for (i, part) in route.pattern.iter().enumerate() {
+        if part.starts_with('{') && part.ends_with("+}") {
+            // Greedy: at least one more segment, and it must be the last part.
+            return (path.len() > i).then_some((literal, variable, route.method == method));
+        }
+        let segment = path.get(i)?;
+        if part.starts_with('{') {
+            variable += 1;
+        } else if part == segment {
+            literal += 1;
+        } else {
+            return None;
+        }
+    }
+    (route.pattern.len() == path.len()).then_some((
+        literal,
+        variable + 1000,
+        route.method == method,
+    ))
+}
+
+/// The integration API Gateway would send `method path` to.
+fn routed_to(routes: &[Route], method: &str, path: &str) -> Option<String> {
+    let path = segments(path);
+    routes
+        .iter()
+        .filter_map(|r| rank(r, method, &path).map(|rank| (rank, r)))
+        .max_by_key(|(rank, _)| *rank)
+        .map(|(_, r)| r.integration.clone())
+}
+
+#[test]
+fn api_gateway_routes_every_path_the_api_serves_and_the_dashboard_to_the_api_function() {
+    let routes = routes(&template());
+    // The matcher itself: specific beats greedy, a method beats ANY.
+    assert_eq!(
+        routed_to(&routes, "GET", "/v1/runs").as_deref(),
+        Some("ApiIntegration")
+    );
+    assert_eq!(
+        routed_to(&routes, "GET", "/v1/approvals").as_deref(),
+        Some("ApprovalsIntegration")
+    );
+    assert_eq!(
+        routed_to(&routes, "POST", "/v1/approvals/x/decision").as_deref(),
+        Some("ApprovalsIntegration")
+    );
+    assert_eq!(
+        routed_to(&routes, "POST", "/hooks/gh").as_deref(),
+        Some("TriggersIntegration")
+    );
+    assert_eq!(routed_to(&routes, "GET", "/nowhere"), None);
+    assert_eq!(
+        routed_to(&routes, "POST", "/"),
+        None,
+        "the dashboard is GET only"
+    );
+
+    let doc = serde_json::to_value(flowgate_api::openapi()).expect("openapi");
+    let mut checked = 0;
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        let concrete = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for method in ["get", "post", "put", "delete", "patch"] {
+            if item.get(method).is_none() {
+                continue;
+            }
+            let method = method.to_uppercase();
+            let target = routed_to(&routes, &method, &concrete);
+            assert!(
+                target.is_some(),
+                "{method} {path} is served but API Gateway has no route for it"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 25, "{checked}");
+    let analytics = routed_to(&routes, "GET", "/v1/analytics");
+    assert_eq!(analytics.as_deref(), Some("ApiIntegration"));
+    for path in flowgate_api::dashboard::paths() {
+        assert_eq!(
+            routed_to(&routes, "GET", &path).as_deref(),
+            Some("ApiIntegration"),
+            "the dashboard's {path} must reach the api function"
         );
     }
 }

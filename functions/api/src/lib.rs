@@ -10,7 +10,8 @@
 //! [`body`] (JSON/YAML bodies with size and content-type checks), `routes/*` (handlers),
 //! [`config`] (the Lambda's environment), [`mcp`] (the MCP endpoint at `/mcp`, which speaks
 //! JSON-RPC rather than REST and so is mounted beside the documented routes, not in the
-//! OpenAPI document).
+//! OpenAPI document), [`dashboard`] (the web dashboard at `/`, a client of the API whose
+//! files are compiled in).
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,10 +26,12 @@ use utoipa::OpenApi as _;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
+pub mod analytics;
 pub mod approvals;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod hooks;
 pub mod mcp;
@@ -119,8 +122,9 @@ pub fn openapi() -> &'static OpenApi {
 }
 
 /// The API as one axum router: every route (each handler authenticates through its
-/// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit, and the MCP
-/// endpoint at `/mcp` (see [`mcp`]), whose tools call the other routes in-process.
+/// [`auth::Principal`] argument), JSON 404/405 answers, the body size limit, the MCP
+/// endpoint at `/mcp` (see [`mcp`]), whose tools call the other routes in-process, and the
+/// web dashboard at `/` (see [`dashboard`]).
 pub fn app(services: Services) -> Router {
     app_with_mcp_hosts(services, None)
 }
@@ -128,7 +132,7 @@ pub fn app(services: Services) -> Router {
 /// [`app`] whose `/mcp` also serves the comma-separated `Host` names in `extra_hosts` (see
 /// [`mcp::ENV_MCP_ALLOWED_HOSTS`]; loopback and the public URL's host always).
 pub fn app_with_mcp_hosts(services: Services, extra_hosts: Option<&str>) -> Router {
-    let api = finish(parts().0, services.clone());
+    let api = finish(parts().0.merge(dashboard::router()), services.clone());
     mcp::mount(api, &services, extra_hosts)
 }
 

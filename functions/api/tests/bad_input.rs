@@ -346,6 +346,7 @@ fn valid_requests(fx: &Fixture) -> Vec<Case> {
         on("GET /v1/agent-workflows", "/v1/agent-workflows", "list"),
         on("GET /v1/sessions", "/v1/sessions", "list"),
         on("GET /v1/me", "/v1/me", "who am I"),
+        on("GET /v1/analytics", "/v1/analytics?window=7d", "figures"),
         on(
             "GET /v1/sessions/{name}",
             format!("/v1/sessions/{SESSION}"),
@@ -381,7 +382,7 @@ fn valid_requests(fx: &Fixture) -> Vec<Case> {
 
 /// Operations that need no key.
 /// Operations the API has (a new route fails the coverage check until it has rows).
-const ROUTE_COUNT: usize = 30;
+const ROUTE_COUNT: usize = 31;
 
 const PUBLIC: [&str; 6] = [
     // Authenticated by the trigger's signature or shared secret (see tests/hooks.rs).
@@ -420,7 +421,8 @@ fn table(fx: &Fixture) -> Vec<Case> {
 
     // Unknown routes and wrong methods.
     rows.extend([
-        off("GET", "/", "root").expect(404, "route_not_found"),
+        off("GET", "/ui/nothing.js", "unknown dashboard asset").expect(404, "route_not_found"),
+        off("POST", "/", "POST the dashboard").expect(405, "method_not_allowed"),
         off("GET", "/v2/runs", "unknown version").expect(404, "route_not_found"),
         off("GET", "/v1/runs/", "trailing slash").expect(404, "route_not_found"),
         off("GET", format!("/v1/runs/{done}/steps"), "unknown sub-resource").expect(404, "route_not_found"),
@@ -537,6 +539,17 @@ fn table(fx: &Fixture) -> Vec<Case> {
         e("after=-1", "negative after").expect(400, "invalid_query"),
         e("after=first", "after not a number").expect(400, "invalid_query"),
         e("page=2", "unknown parameter").expect(400, "invalid_query"),
+    ]);
+
+    // GET /v1/analytics
+    let analytics = "GET /v1/analytics";
+    let a = |query: &str, what: &str| on(analytics, format!("/v1/analytics?{query}"), what);
+    rows.extend([
+        a("window=soon", "window not a duration").expect(400, "invalid_query").field("window"),
+        a("window=30s", "window under a minute").expect(400, "invalid_query").field("window"),
+        a("window=100d", "window over 90 days").expect(400, "invalid_query").field("window"),
+        a("window=24h&window=7d", "window twice").expect(400, "invalid_query"),
+        a("since=1h", "unknown parameter").expect(400, "invalid_query"),
     ]);
 
     // POST /v1/runs/{id}/cancel (the bad bodies go to the live run: it must stay running)

@@ -80,9 +80,15 @@ async fn send(api: &TestApi, file: &str, text: &str) -> Answer {
     // The conversion `lambda_http::run` applies to a handler's answer.
     let res = res.into_response().await;
     let (parts, body) = res.into_parts();
+    let html = parts
+        .headers
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
     let body = match body {
         Body::Empty => Value::Null,
         Body::Text(text) if text.is_empty() => Value::Null,
+        // The dashboard's page: kept as text.
+        Body::Text(text) if html => Value::String(text),
         Body::Text(text) => serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("{file}: the answer is not JSON ({e}): {text}")),
         other => panic!("{file}: a JSON answer became a binary body: {other:?}"),
@@ -135,6 +141,26 @@ fn expectations() -> Vec<Expect> {
                     "{b}"
                 );
                 assert!(b["paths"]["/v1/runs/{id}/cancel"]["post"].is_object());
+            },
+        },
+        Expect {
+            file: "dashboard.json",
+            status: StatusCode::OK,
+            check: |b, _| {
+                let page = b.as_str().expect("the page as text");
+                assert!(page.contains("src=\"/ui/app.js\""), "{page}");
+            },
+        },
+        Expect {
+            file: "analytics.json",
+            status: StatusCode::OK,
+            check: |b, _| {
+                // The query arrived: the window and the workflow filter, over the one
+                // succeeded two-steps run made before.
+                assert_eq!(b["window"], "7d");
+                assert_eq!(b["workflow"], "two-steps");
+                assert_eq!(b["totals"]["runs"], 1, "{b}");
+                assert_eq!(b["totals"]["success_rate"], 1.0, "{b}");
             },
         },
         Expect {
@@ -370,8 +396,12 @@ async fn every_sample_event_gets_its_answer_through_lambda_http() {
             expect.file, answer.body
         );
         if answer.status != StatusCode::NO_CONTENT {
+            let content_type = match expect.file {
+                "dashboard.json" => "text/html; charset=utf-8",
+                _ => "application/json",
+            };
             assert_eq!(
-                answer.headers["content-type"], "application/json",
+                answer.headers["content-type"], content_type,
                 "{}",
                 expect.file
             );
@@ -459,6 +489,43 @@ async fn the_adapter_lambda_http_run_uses_answers_in_the_api_gateway_v2_format()
         } else {
             assert!(body["error"]["code"].is_string(), "{file}: {body:#}");
         }
+    }
+}
+
+/// The dashboard's page and a script through the adapter: text bodies (not base64) with their
+/// Content-Security-Policy, which API Gateway passes to the browser unchanged.
+#[tokio::test]
+async fn the_dashboard_reaches_api_gateway_as_text_with_its_policy() {
+    let api = TestApi::start().await;
+    let adapter = lambda_http::Adapter::from(api.app.clone());
+    for (path, content_type, marker) in [
+        ("/", "text/html; charset=utf-8", "<!doctype html>"),
+        ("/ui/app.js", "text/javascript; charset=utf-8", "x-api-key"),
+    ] {
+        let mut event: Value =
+            serde_json::from_str(&event_text("dashboard.json", &[])).expect("event JSON");
+        event["rawPath"] = json!(path);
+        event["requestContext"]["http"]["path"] = json!(path);
+        let event: LambdaRequest = serde_json::from_value(event).expect("event");
+        let res = adapter
+            .clone()
+            .oneshot(LambdaEvent::new(event, Context::default()))
+            .await
+            .expect("infallible");
+        let doc = serde_json::to_value(&res).expect("response document");
+        assert_eq!(doc["statusCode"], 200, "{path}: {doc:#}");
+        assert_eq!(doc["isBase64Encoded"], false, "{path}");
+        assert_eq!(doc["headers"]["content-type"], content_type, "{path}");
+        assert!(
+            doc["headers"]["content-security-policy"]
+                .as_str()
+                .is_some_and(|p| p.starts_with("default-src 'self'")),
+            "{path}: {doc:#}"
+        );
+        assert!(
+            doc["body"].as_str().is_some_and(|b| b.contains(marker)),
+            "{path}"
+        );
     }
 }
 

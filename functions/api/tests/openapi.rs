@@ -26,6 +26,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/runs/{id}/messages"),
     ("post", "/v1/runs/{id}/retry"),
     ("post", "/v1/runs/{id}/rollback"),
+    ("get", "/v1/analytics"),
     ("get", "/v1/workflows"),
     ("get", "/v1/workflows/{id}"),
     ("put", "/v1/workflows/{id}"),

@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::Services;
 use crate::error::ApiError;
 
+mod analytics;
 mod approvals;
 mod hooks;
 mod me;
@@ -35,6 +36,7 @@ pub(crate) fn router() -> OpenApiRouter<Services> {
         .routes(routes!(runs::send_message))
         .routes(routes!(runs::retry_run))
         .routes(routes!(runs::rollback_run))
+        .routes(routes!(analytics::analytics))
         .routes(routes!(workflows::list_workflows))
         .routes(routes!(
             workflows::get_workflow,
