@@ -170,7 +170,7 @@ pub fn check(e: &Evidence<'_>) -> Vec<Violation> {
             let step = entry.step_id.clone().unwrap_or_default();
             let allowed = spec
                 .and_then(|s| s.approvers.get(&step))
-                .is_some_and(|who| who.iter().any(|w| *w == entry.actor));
+                .is_some_and(|who| who.contains(&entry.actor));
             if !allowed || run.started_by.as_deref() == Some(entry.actor.as_str()) {
                 fail(
                     "approvals decided only by allowed approvers",

@@ -498,8 +498,9 @@ impl Sim {
                     .entry(spec.idempotency_key.clone())
                     .or_default()
                     .push(started.run_id.clone());
-                if !self.plan_runs.contains_key(&plan) {
-                    self.plan_runs.insert(plan, started.run_id);
+                let first = !self.plan_runs.contains_key(&plan);
+                self.plan_runs.entry(plan).or_insert(started.run_id);
+                if first {
                     if let Some(after) = spec.repeat_after {
                         self.later(after, Action::Start { plan });
                     }
