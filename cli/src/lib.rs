@@ -15,6 +15,7 @@ pub mod serve;
 
 pub mod approvals;
 pub mod commands;
+pub mod load;
 pub mod mcp;
 pub mod output;
 pub mod progress;
