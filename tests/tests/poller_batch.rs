@@ -13,7 +13,7 @@ use flowgate_shared::agent::{AgentClient, AgentClientConfig};
 use flowgate_shared::engine::Event;
 use flowgate_shared::model::{AuditEntry, Millis, Run, RunStatus};
 use flowgate_shared::ports::{
-    CreateOutcome, RunPage, RunQuery, RunStore, SessionRecord, StoreError, WorkMessage,
+    CreateOutcome, RunPage, RunQuery, RunStore, SessionRecord, StoreError, WorkMessage, WorkQueue,
     WorkflowStore,
 };
 use flowgate_shared::runtime::{Clock, Executor, SystemClock};
@@ -188,4 +188,125 @@ async fn only_retryable_failures_come_back_and_a_bad_body_does_not_poison_the_ba
         wire,
         serde_json::json!({"batchItemFailures": [{"itemIdentifier": "m-throttled"}]})
     );
+}
+
+/// The poller's bad-input sweep: a batch of records no producer of ours would send (cut off,
+/// wrong types, not a work message, empty, no body at all, 300 KB of noise, messages about
+/// runs, steps and approvals that do not exist, a poll of a step that is not running) around
+/// one good record. None is reported for redelivery (retrying cannot help, and reporting
+/// would only send it round to the dead-letter queue), the good record does its work, and
+/// nothing else is written or queued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_records_are_dropped_without_poisoning_the_batch_or_writing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let sim = Simulator::start(SimulatorConfig::fast())
+        .await
+        .expect("simulator");
+    let now = SystemClock.now_ms();
+    let def = three_agent_steps("sweep", "1s");
+    let stored = store.put_workflow(&def, now).await.expect("workflow");
+    for id in ["run-good", "run-idle"] {
+        store
+            .create_run(&Run::new(id, &def, stored.version, Map::new(), now), &[])
+            .await
+            .expect("create");
+    }
+    let queue = Arc::new(MemQueue::new(Duration::from_secs(30)));
+    let agent = AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
+        .expect("client");
+    let executor = Executor::new(
+        store.clone(),
+        store.clone(),
+        queue.clone(),
+        Arc::new(agent),
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+    let idle_before = store.get_run("run-idle").await.expect("read");
+
+    let json = |v: serde_json::Value| v.to_string();
+    let bad: Vec<(&str, Option<String>)> = vec![
+        ("cut-off", Some(start("run-idle")[..20].to_string())),
+        (
+            "wrong-type",
+            Some(json(
+                serde_json::json!({"type": "event", "run_id": 7, "event": {"type": "start"}}),
+            )),
+        ),
+        (
+            "unknown-type",
+            Some(json(
+                serde_json::json!({"type": "explode", "run_id": "run-idle"}),
+            )),
+        ),
+        ("array", Some("[1, 2, 3]".into())),
+        ("empty", Some(String::new())),
+        ("no-body", None),
+        ("noise", Some("\u{fffd}".repeat(100_000))),
+        ("unknown-run", Some(start("run-that-never-existed"))),
+        (
+            "unknown-step",
+            Some(json(
+                serde_json::json!({"type": "event", "run_id": "run-idle", "event": {"type": "step_succeeded", "step": "nope", "attempt": 1}}),
+            )),
+        ),
+        (
+            "unknown-approval",
+            Some(json(
+                serde_json::json!({"type": "event", "run_id": "run-idle", "event": {"type": "approval_decided", "approval_id": "run-idle.nope.1", "by": "mallory", "decision": "approve"}}),
+            )),
+        ),
+        (
+            "poll-of-a-step-not-running",
+            Some(json(
+                serde_json::json!({"type": "poll", "run_id": "run-idle", "step": "c", "attempt": 3, "upstream_run_id": "x", "poll": 9}),
+            )),
+        ),
+    ];
+    let mut event = SqsEvent::default();
+    for (id, body) in &bad {
+        let mut r = record(id, body.as_deref().unwrap_or_default());
+        r.body = body.clone();
+        event.records.push(r);
+    }
+    event.records.insert(5, record("good", &start("run-good")));
+    let response = handle_batch(&executor, event).await;
+    assert!(
+        response.batch_item_failures.is_empty(),
+        "nothing is worth redelivering: {:?}",
+        response.batch_item_failures
+    );
+    let good = store.get_run("run-good").await.expect("read").expect("run");
+    assert_eq!(
+        good.status,
+        RunStatus::Running,
+        "the good record did its work"
+    );
+    assert_eq!(
+        store.get_run("run-idle").await.expect("read"),
+        idle_before,
+        "the records about run-idle changed nothing"
+    );
+    assert!(
+        store
+            .get_run("run-that-never-existed")
+            .await
+            .expect("read")
+            .is_none(),
+        "no run was made up"
+    );
+    let queued = queue
+        .receive(100, Duration::from_millis(10))
+        .await
+        .expect("receive");
+    assert!(
+        queued.iter().all(|m| m.message.run_id() == "run-good"),
+        "only the good run queued work: {:?}",
+        queued
+            .iter()
+            .map(|m| m.message.run_id())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(sim.runs_started(), 1, "one agent run, for the good record");
 }

@@ -317,3 +317,90 @@ async fn an_unknown_event_is_an_error_that_says_what_was_expected() {
         .expect_err("refused");
     assert!(err.to_string().contains("unrecognised event"), "{err}");
 }
+
+/// The triggers function's bad-input sweep: events that are not what any source sends, or
+/// that a source would send broken (wrong types, a missing or unreadable time, a workflow or
+/// version that does not exist, an API Gateway request to a route it does not serve, a huge
+/// body). Each is refused (an error the Lambda service records, a 4xx for HTTP, or an
+/// answer saying `refused` or `skipped`), and none starts a run or queues work.
+#[tokio::test]
+async fn malformed_events_are_refused_and_change_nothing() {
+    let w = world(&[NIGHTLY, ISSUE_AGENT]).await;
+    let schedule = |fields: Value| {
+        let mut event = json!({"flowgate": "schedule"});
+        if let (Some(map), Value::Object(extra)) = (event.as_object_mut(), fields) {
+            map.extend(extra);
+        }
+        event
+    };
+    let mut hook = fixture("github-issues-labeled.json");
+    hook["rawPath"] = json!("/hooks/no-such-trigger");
+    hook["requestContext"]["http"]["path"] = json!("/hooks/no-such-trigger");
+    let mut huge = fixture("github-issues-labeled.json");
+    huge["body"] = json!("x".repeat(2 * 1024 * 1024));
+    let mut truncated = fixture("github-issues-labeled.json");
+    let body = truncated["body"].as_str().unwrap_or_default().to_string();
+    truncated["body"] = json!(body[..body.len() / 2]);
+    let events = [
+        ("null", json!(null)),
+        ("an array", json!([1, 2, 3])),
+        ("a string", json!("sweep")),
+        ("a number", json!(42)),
+        ("an empty object", json!({})),
+        ("an unknown flowgate kind", json!({"flowgate": "explode"})),
+        ("a schedule without fields", schedule(json!({}))),
+        (
+            "a schedule whose version is text",
+            schedule(
+                json!({"schedule": "nightly-tests.0", "workflow_id": "nightly-tests", "workflow_version": "one"}),
+            ),
+        ),
+        (
+            "a schedule with an unreadable time",
+            schedule(
+                json!({"schedule": "nightly-tests.0", "workflow_id": "nightly-tests", "workflow_version": 1, "scheduled_time": "yesterday"}),
+            ),
+        ),
+        (
+            "a schedule of a workflow that does not exist",
+            schedule(
+                json!({"schedule": "ghost.0", "workflow_id": "ghost", "workflow_version": 1, "scheduled_time": "2030-01-01T02:00:00Z"}),
+            ),
+        ),
+        (
+            "a schedule of a version that does not exist",
+            schedule(
+                json!({"schedule": "nightly-tests.0", "workflow_id": "nightly-tests", "workflow_version": 99, "scheduled_time": "2030-01-01T02:00:00Z"}),
+            ),
+        ),
+        (
+            "a schedule with inputs of the wrong type",
+            schedule(
+                json!({"schedule": "nightly-tests.0", "workflow_id": "nightly-tests", "workflow_version": 1, "scheduled_time": "2030-01-01T02:00:00Z", "inputs": {"branch": 7}}),
+            ),
+        ),
+        ("a hook to an unknown trigger", hook),
+        (
+            "a hook body cut in half (signature no longer matches)",
+            truncated,
+        ),
+        ("a 2 MiB hook body", huge),
+        (
+            "an API Gateway request without a path",
+            json!({"version": "2.0", "requestContext": {}}),
+        ),
+    ];
+    for (what, event) in events {
+        let answer = w.invoke(event).await;
+        if let Ok(answer) = &answer {
+            let status = answer["statusCode"].as_u64();
+            let declined = answer["outcome"] == "skipped" || answer["outcome"] == "refused";
+            assert!(
+                status.is_some_and(|s| (400..500).contains(&s)) || declined,
+                "{what}: accepted: {answer}"
+            );
+        }
+        assert!(w.runs().await.is_empty(), "{what}: a run was started");
+        assert!(w.queue.is_empty(), "{what}: work was queued");
+    }
+}
