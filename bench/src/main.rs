@@ -2,8 +2,8 @@
 //! (between the `bench:begin`/`bench:end` markers).
 //!
 //! ```sh
-//! cargo run --release -p flowgate-bench              # starts moto from .venv when AWS_ENDPOINT_URL is unset
-//! cargo run --release -p flowgate-bench -- --no-write
+//! cargo run --profile sim -p flowgate-bench              # starts moto from .venv when AWS_ENDPOINT_URL is unset
+//! cargo run --profile sim -p flowgate-bench -- --no-write
 //! ```
 //!
 //! Sections: AWS requests of the reference workflow (fixed 8 s and adaptive polling) counted
@@ -183,8 +183,8 @@ async fn main() -> Result<(), BoxError> {
     // --- the reference workflow, counted
     let (endpoint, mut moto_child) = moto()?;
     let proxy = CountingProxy::start(&endpoint).await?;
-    let counted_config = flowgate_shared::adapters::aws_config(Some(&proxy.url)).await;
-    let direct_config = flowgate_shared::adapters::aws_config(Some(&endpoint)).await;
+    let counted_config = moto_config(&proxy.url).await;
+    let direct_config = moto_config(&endpoint).await;
     let table = format!("flowgate-bench-{}", std::process::id());
     let direct_client = aws_sdk_dynamodb_client(&direct_config);
     DynamoStore::create_table(&direct_client, &table).await?;
@@ -200,7 +200,7 @@ async fn main() -> Result<(), BoxError> {
     let _ = writeln!(md, "### The reference workflow, request by request\n");
     let _ = writeln!(
         md,
-        "`cargo run --release -p flowgate-bench`: the cost-model page's reference workflow (prepare, a 10-minute agent run, an approval answered after a minute, a 30-second agent run, finalize) once per polling policy, through the real handlers: the API's start, the poller's Lambda handler on every message (one-record SQS batches), the approvals function's decision, the executor and the DynamoDB store, whose every request went over the wire to moto through a counting proxy (capacity units from the items on the wire, by DynamoDB's size rules). The work queue and the agent service ran on a virtual clock (SQS requests counted by SQS's billing rules: a send per call, a receive and a delete per batch).\n"
+        "`cargo run --profile sim -p flowgate-bench`: the cost-model page's reference workflow (prepare, a 10-minute agent run, an approval answered after a minute, a 30-second agent run, finalize) once per polling policy, through the real handlers: the API's start, the poller's Lambda handler on every message (one-record SQS batches), the approvals function's decision, the executor and the DynamoDB store, whose every request went over the wire to moto through a counting proxy (capacity units from the items on the wire, by DynamoDB's size rules). The work queue and the agent service ran on a virtual clock (SQS requests counted by SQS's billing rules: a send per call, a receive and a delete per batch).\n"
     );
     let _ = writeln!(
         md,
@@ -250,12 +250,15 @@ async fn main() -> Result<(), BoxError> {
         by_function(&fixed),
         by_function(&adaptive),
     );
-    row(
-        &mut md,
-        "work messages",
-        fixed.messages.to_string(),
-        adaptive.messages.to_string(),
-    );
+    let kinds = |m: &Measured| {
+        let parts: Vec<String> = m
+            .message_kinds
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        format!("{} ({})", m.messages, parts.join(", "))
+    };
+    row(&mut md, "work messages", kinds(&fixed), kinds(&adaptive));
     row(
         &mut md,
         "SQS requests (send / receive / delete)",
@@ -470,6 +473,23 @@ async fn main() -> Result<(), BoxError> {
     } else {
         Err("some runs did not succeed".into())
     }
+}
+
+/// An SDK configuration for moto: its endpoint, a region, and dummy credentials (moto takes
+/// any), so nothing is looked up in the environment or the instance metadata service.
+async fn moto_config(endpoint: &str) -> flowgate_shared::adapters::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "flowgate-bench",
+        ))
+        .load()
+        .await
 }
 
 fn aws_sdk_dynamodb_client(

@@ -79,6 +79,8 @@ pub struct Measured {
     pub dynamodb: BTreeMap<String, OpCount>,
     pub sqs_send_calls: u64,
     pub messages: u64,
+    /// Work messages by kind (`poll`, `event start`, `deliver lifecycle`, ...).
+    pub message_kinds: BTreeMap<String, u64>,
     pub sqs_receive_calls: u64,
     pub sqs_delete_calls: u64,
     pub invocations: Vec<Invocation>,
@@ -109,6 +111,25 @@ struct CountingQueue {
     inner: Arc<SimQueue>,
     calls: AtomicU64,
     messages: AtomicU64,
+    kinds: std::sync::Mutex<BTreeMap<String, u64>>,
+}
+
+impl CountingQueue {
+    fn count(&self, message: &WorkMessage) {
+        let kind = match message {
+            WorkMessage::Event { event, .. } => format!("event {}", event.name()),
+            WorkMessage::Poll { .. } => "poll".to_string(),
+            WorkMessage::Wake { .. } => "wake".to_string(),
+            WorkMessage::Perform { .. } => "perform".to_string(),
+            WorkMessage::Deliver { delivery, .. } => format!("deliver {}", delivery.name()),
+        };
+        *self
+            .kinds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(kind)
+            .or_default() += 1;
+    }
 }
 
 #[async_trait]
@@ -116,6 +137,7 @@ impl WorkQueue for CountingQueue {
     async fn send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.messages.fetch_add(1, Ordering::Relaxed);
+        self.count(message);
         self.inner.send(message, delay).await
     }
     async fn send_batch(&self, messages: &[(WorkMessage, Duration)]) -> Result<(), QueueError> {
@@ -124,6 +146,9 @@ impl WorkQueue for CountingQueue {
             .fetch_add(messages.len().div_ceil(10) as u64, Ordering::Relaxed);
         self.messages
             .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        for (message, _) in messages {
+            self.count(message);
+        }
         self.inner.send_batch(messages).await
     }
     async fn receive(&self, max: usize, wait: Duration) -> Result<Vec<Received>, QueueError> {
@@ -244,6 +269,7 @@ pub async fn measure(
         inner: sim_queue.clone(),
         calls: AtomicU64::new(0),
         messages: AtomicU64::new(0),
+        kinds: Default::default(),
     });
     let agent = Arc::new(CountingAgent {
         inner: SimAgent::new(clock.clone(), chaos),
@@ -367,6 +393,11 @@ pub async fn measure(
         dynamodb: proxy.snapshot(),
         sqs_send_calls: queue.calls.load(Ordering::Relaxed),
         messages: queue.messages.load(Ordering::Relaxed),
+        message_kinds: queue
+            .kinds
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone(),
         sqs_receive_calls: receives,
         sqs_delete_calls: deletes,
         invocations,

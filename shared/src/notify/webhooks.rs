@@ -65,6 +65,10 @@ const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
 
 /// The wait before each retry: attempt 1 goes out at once, attempt `n + 1` waits
+/// How long the executor trusts its list of subscriptions when deciding whether a lifecycle
+/// event needs a delivery at all.
+pub const SUBSCRIPTIONS_CACHE_TTL: Duration = Duration::from_secs(30);
+
 /// `DEFAULT_BACKOFF[n - 1]` after attempt `n` failed (the spec's example schedule: 5 s, 5 min,
 /// 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h), so a message is tried 10 times over about three
 /// days before it is given up.
@@ -235,6 +239,9 @@ impl WebhookError {
 #[derive(Clone)]
 pub struct Webhooks {
     records: Arc<dyn RecordStore>,
+    /// The subscriptions as last listed, and when: lets the executor skip queueing an event
+    /// nobody subscribed to without a read per event (see [`Webhooks::anyone_wants`]).
+    cached: Arc<std::sync::Mutex<Option<(std::time::Instant, Vec<Subscription>)>>>,
     /// Built on first send (most processes never send a webhook, and a client costs a read of
     /// the root certificates); `None` inside when it could not be built (no TLS backend):
     /// every send gives up, saying so.
@@ -272,6 +279,7 @@ impl Webhooks {
         Webhooks {
             records,
             http: Arc::new(OnceLock::new()),
+            cached: Arc::default(),
             backoff: DEFAULT_BACKOFF.to_vec(),
         }
     }
@@ -372,6 +380,36 @@ impl Webhooks {
             .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
+    }
+
+    /// Whether any enabled subscription wants `event` of a run of `workflow_id`, from a list
+    /// at most [`SUBSCRIPTIONS_CACHE_TTL`] old (a new subscription gets events within that
+    /// long). A store error answers `true`: when in doubt, queue the delivery.
+    pub async fn anyone_wants(&self, event: &str, workflow_id: &str) -> bool {
+        let fresh = |at: &std::time::Instant| at.elapsed() < SUBSCRIPTIONS_CACHE_TTL;
+        {
+            let cached = self
+                .cached
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, list)) = cached.as_ref()
+                && fresh(at)
+            {
+                return list.iter().any(|s| s.wants(event, workflow_id));
+            }
+        }
+        match self.list().await {
+            Ok(list) => {
+                let wanted = list.iter().any(|s| s.wants(event, workflow_id));
+                *self
+                    .cached
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((std::time::Instant::now(), list));
+                wanted
+            }
+            Err(_) => true,
+        }
     }
 
     /// One subscription; `None` when there is none with this id.

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::error::ExecError;
 use super::executor::{Applied, Executor, agent_workflow, delay_until};
 use crate::definition::{AgentAction, HttpAction, HttpMethod, NotifyAction, StepAction};
 use crate::engine::{AgentStartSpec, Effect, Event};
 use crate::model::{Millis, Run};
+use crate::notify::Delivery;
 use crate::ports::{MAX_DELAY, WorkMessage};
 
 /// Largest HTTP response body kept as a step's output; larger bodies are cut (the run item
@@ -34,10 +35,17 @@ impl Executor {
         effect: &Effect,
     ) -> Result<Option<Event>, ExecError> {
         let run = &applied.run;
-        if self.notifier.is_some()
+        if let Some(notifier) = &self.notifier
             && let Some(delivery) = self.delivery_for(run, effect)
         {
-            self.queue_delivery(&run.id, delivery).await?;
+            if wanted(notifier, run, &delivery).await {
+                self.queue_delivery(&run.id, delivery).await?;
+            } else {
+                debug!(
+                    delivery = delivery.name(),
+                    "nobody receives this delivery (no Slack, no subscription, nothing to chain or release); not queued"
+                );
+            }
             return Ok(None);
         }
         match effect {
@@ -624,5 +632,29 @@ mod tests {
             "https://hooks.example.com/x?…"
         );
         assert_eq!(redact_url("not a url?token=1"), "not a url");
+    }
+}
+
+/// Whether a delivery has anyone to deliver to. Every delivery costs a queue message and an
+/// invocation, so one that would only be logged is not queued: approval messages and run
+/// threads need Slack; a lifecycle event needs Slack, a webhook subscription that wants it,
+/// or is a run's end (which frees its concurrency slot and may chain other workflows).
+async fn wanted(notifier: &crate::notify::Notifier, run: &Run, delivery: &Delivery) -> bool {
+    if notifier.slack_client().is_some() {
+        return true;
+    }
+    match delivery {
+        Delivery::Lifecycle { event, .. } => {
+            super::chain::FINISHED_EVENTS.contains(&event.as_str())
+                || notifier
+                    .webhooks()
+                    .anyone_wants(event, &run.workflow_id)
+                    .await
+        }
+        Delivery::Webhook { .. } => true,
+        Delivery::ApprovalRequested { .. }
+        | Delivery::ApprovalReminder { .. }
+        | Delivery::ApprovalClosed { .. }
+        | Delivery::SlackEphemeral { .. } => false,
     }
 }
