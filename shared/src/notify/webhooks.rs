@@ -235,13 +235,16 @@ impl WebhookError {
 // Webhooks
 // ---------------------------------------------------------------------------------------------
 
+/// The subscriptions as listed at an instant.
+type CachedList = (std::time::Instant, Vec<Subscription>);
+
 /// Subscriptions and deliveries over the record store.
 #[derive(Clone)]
 pub struct Webhooks {
     records: Arc<dyn RecordStore>,
     /// The subscriptions as last listed, and when: lets the executor skip queueing an event
     /// nobody subscribed to without a read per event (see [`Webhooks::anyone_wants`]).
-    cached: Arc<std::sync::Mutex<Option<(std::time::Instant, Vec<Subscription>)>>>,
+    cached: Arc<std::sync::Mutex<Option<CachedList>>>,
     /// Built on first send (most processes never send a webhook, and a client costs a read of
     /// the root certificates); `None` inside when it could not be built (no TLS backend):
     /// every send gives up, saying so.

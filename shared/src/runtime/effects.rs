@@ -609,6 +609,30 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
+/// Whether a delivery has anyone to deliver to. Every delivery costs a queue message and an
+/// invocation, so one that would only be logged is not queued: approval messages and run
+/// threads need Slack; a lifecycle event needs Slack, a webhook subscription that wants it,
+/// or is a run's end (which frees its concurrency slot and may chain other workflows).
+async fn wanted(notifier: &crate::notify::Notifier, run: &Run, delivery: &Delivery) -> bool {
+    if notifier.slack_client().is_some() {
+        return true;
+    }
+    match delivery {
+        Delivery::Lifecycle { event, .. } => {
+            super::chain::FINISHED_EVENTS.contains(&event.as_str())
+                || notifier
+                    .webhooks()
+                    .anyone_wants(event, &run.workflow_id)
+                    .await
+        }
+        Delivery::Webhook { .. } => true,
+        Delivery::ApprovalRequested { .. }
+        | Delivery::ApprovalReminder { .. }
+        | Delivery::ApprovalClosed { .. }
+        | Delivery::SlackEphemeral { .. } => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,29 +656,5 @@ mod tests {
             "https://hooks.example.com/x?…"
         );
         assert_eq!(redact_url("not a url?token=1"), "not a url");
-    }
-}
-
-/// Whether a delivery has anyone to deliver to. Every delivery costs a queue message and an
-/// invocation, so one that would only be logged is not queued: approval messages and run
-/// threads need Slack; a lifecycle event needs Slack, a webhook subscription that wants it,
-/// or is a run's end (which frees its concurrency slot and may chain other workflows).
-async fn wanted(notifier: &crate::notify::Notifier, run: &Run, delivery: &Delivery) -> bool {
-    if notifier.slack_client().is_some() {
-        return true;
-    }
-    match delivery {
-        Delivery::Lifecycle { event, .. } => {
-            super::chain::FINISHED_EVENTS.contains(&event.as_str())
-                || notifier
-                    .webhooks()
-                    .anyone_wants(event, &run.workflow_id)
-                    .await
-        }
-        Delivery::Webhook { .. } => true,
-        Delivery::ApprovalRequested { .. }
-        | Delivery::ApprovalReminder { .. }
-        | Delivery::ApprovalClosed { .. }
-        | Delivery::SlackEphemeral { .. } => false,
     }
 }
