@@ -68,25 +68,33 @@ pub fn cost(usage: &Usage) -> f64 {
 }
 
 /// The reference workflow on Step Functions Standard with a Wait → Task(Lambda) → Choice poll
-/// loop: 4 step transitions plus 3 per poll; the four step tasks and the approval callback at
-/// 30 ms, each poll a 100 ms Lambda; two API calls.
-pub fn sfn_standard(polls: u32) -> Usage {
-    let mut lambda_ms = vec![30.0; 5];
+/// loop per agent step: one transition per other state plus 3 per poll; its Lambda tasks and
+/// the approval callback at 30 ms, each poll a 100 ms Lambda; two API calls (the cost-model
+/// page's (a) is `sfn_standard(4, 4, 75)`).
+pub fn sfn_standard(states: u32, tasks: u32, polls: u32) -> Usage {
+    let mut lambda_ms = vec![30.0; tasks as usize + 1];
     lambda_ms.extend(std::iter::repeat_n(100.0, polls as usize));
     Usage {
         lambda_ms,
         api_requests: 2.0,
-        transitions: 4.0 + 3.0 * f64::from(polls),
+        transitions: f64::from(states) + 3.0 * f64::from(polls),
         ..Usage::default()
     }
 }
 
-/// The same workflow as a Standard parent (5 transitions) with the polling in an Express child:
-/// `executions` Express runs (5 minutes each at most) of `seconds` total at 64 MB.
-pub fn sfn_express_hybrid(polls: u32, seconds: f64, executions: u32) -> f64 {
+/// The same workflow as a Standard parent (`states` + 1 transitions) with the polling in an
+/// Express child: `executions` Express runs (5 minutes each at most) of `seconds` in all at
+/// 64 MB (the page's figure is `sfn_express_hybrid(4, 4, 75, 600.0, 2)`).
+pub fn sfn_express_hybrid(
+    states: u32,
+    tasks: u32,
+    polls: u32,
+    seconds: f64,
+    executions: u32,
+) -> f64 {
     let usage = Usage {
-        transitions: 5.0,
-        ..sfn_standard(polls)
+        transitions: f64::from(states) + 1.0,
+        ..sfn_standard(states, tasks, polls)
     };
     cost(&usage)
         + f64::from(executions) * PRICES.express_request
@@ -109,7 +117,7 @@ mod tests {
     /// The derived figures of the cost-model page, from its own counts.
     #[test]
     fn the_cost_model_pages_figures_come_out() {
-        let a = cost(&sfn_standard(75));
+        let a = cost(&sfn_standard(4, 4, 75));
         assert!(close(a, 5.76e-3), "{a}");
         assert!(close(sfn_poll(), 75.4e-6), "{}", sfn_poll());
         // (b): 6 invocations of 30 ms, 75 of 100 ms, 79 messages, 80 RRU, 81 WRU, 2 API calls.
@@ -124,7 +132,7 @@ mod tests {
             ..Usage::default()
         });
         assert!(close(b, 1.86e-4), "{b}");
-        let express = sfn_express_hybrid(75, 600.0, 2);
+        let express = sfn_express_hybrid(4, 4, 75, 600.0, 2);
         assert!(close(express, 7.83e-4), "{express}");
     }
 }

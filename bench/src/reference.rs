@@ -36,6 +36,34 @@ use flowgate_sim::queue::SimQueue;
 
 use crate::proxy::{CountingProxy, OpCount};
 
+/// Which reference workflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// The cost-model page's: prepare, a 10-minute agent run, an approval, finalize.
+    Page,
+    /// The benchmark issue's: the same with a 30-second agent step after the approval.
+    WithReview,
+}
+
+impl Shape {
+    pub fn label(self) -> &'static str {
+        match self {
+            Shape::Page => "cost-model page (4 steps)",
+            Shape::WithReview => "with a short review step (5 steps)",
+        }
+    }
+
+    /// Step Functions states outside the poll loops, and Lambda tasks among them (besides the
+    /// approval callback).
+    pub fn sfn_states(self) -> (u32, u32) {
+        match self {
+            // Prepare, StartAgentRun, Approval (a task that sends the request), Finalize.
+            Shape::Page => (4, 4),
+            Shape::WithReview => (5, 5),
+        }
+    }
+}
+
 /// How the workflow polls its agent steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Polling {
@@ -74,6 +102,7 @@ pub struct Invocation {
 /// Everything one reference run caused.
 #[derive(Debug, Clone)]
 pub struct Measured {
+    pub shape: Shape,
     pub polling: Polling,
     pub status: RunStatus,
     pub dynamodb: BTreeMap<String, OpCount>,
@@ -86,6 +115,8 @@ pub struct Measured {
     pub invocations: Vec<Invocation>,
     pub api_requests: u64,
     pub agent_polls: u64,
+    /// Status polls of each agent step, in order (the 10-minute run first).
+    pub polls_per_step: Vec<u64>,
     pub agent_calls: u64,
     /// From the first start to the run's end, virtual.
     pub virtual_ms: Millis,
@@ -164,6 +195,21 @@ struct CountingAgent {
     inner: SimAgent,
     polls: AtomicU64,
     calls: AtomicU64,
+    /// Status polls per agent run, in start order.
+    per_run: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+impl CountingAgent {
+    fn polled(&self, run_id: &str) {
+        let mut runs = self
+            .per_run
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match runs.iter_mut().find(|(id, _)| id == run_id) {
+            Some((_, n)) => *n += 1,
+            None => runs.push((run_id.to_string(), 1)),
+        }
+    }
 }
 
 #[async_trait]
@@ -186,6 +232,7 @@ impl AgentApi for CountingAgent {
     async fn observe(&self, workflow: &str, run_id: &str) -> Result<AgentObservation, AgentError> {
         self.calls.fetch_add(1, Ordering::Relaxed);
         self.polls.fetch_add(1, Ordering::Relaxed);
+        self.polled(run_id);
         self.inner.observe(workflow, run_id).await
     }
     async fn kill_if_active(&self, run_id: &str, force: bool) -> Result<KillOutcome, AgentError> {
@@ -203,7 +250,17 @@ impl AgentApi for CountingAgent {
     }
 }
 
-fn definition(polling: Polling, task_url: &str) -> String {
+fn definition(shape: Shape, polling: Polling, task_url: &str) -> String {
+    let review = match shape {
+        Shape::Page => "",
+        Shape::WithReview => {
+            "  - id: review\n    kind: agent\n    workflow: review\n    message: \"a short review [sim min=30 max=30]\"\n    depends_on: [approve]\n"
+        }
+    };
+    let last = match shape {
+        Shape::Page => "approve",
+        Shape::WithReview => "review",
+    };
     format!(
         r#"id: reference
 name: Reference workflow (cost-model page)
@@ -222,16 +279,11 @@ name: Reference workflow (cost-model page)
     message: "ship it?"
     approvers: [approver]
     depends_on: [agent]
-  - id: review
-    kind: agent
-    workflow: review
-    message: "a short review [sim min=30 max=30]"
-    depends_on: [approve]
-  - id: finalize
+{review}  - id: finalize
     kind: http
     method: POST
     url: "{task_url}/finalize"
-    depends_on: [review]
+    depends_on: [{last}]
 "#,
         polling = polling.yaml()
     )
@@ -259,6 +311,7 @@ pub async fn measure(
     proxy: &CountingProxy,
     counted: &DynamoStore,
     direct: &DynamoStore,
+    shape: Shape,
     polling: Polling,
 ) -> Result<Measured, BoxError> {
     let epoch: Millis = flowgate_sim::EPOCH;
@@ -275,6 +328,7 @@ pub async fn measure(
         inner: SimAgent::new(clock.clone(), chaos),
         polls: AtomicU64::new(0),
         calls: AtomicU64::new(0),
+        per_run: Default::default(),
     });
     let store = Arc::new(counted.clone());
     let notifier = NotifyConfig::default().build(store.clone())?;
@@ -287,7 +341,7 @@ pub async fn measure(
     )?
     .with_notifier(Arc::new(notifier));
     let task_url = task_server().await?;
-    let def = parse_definition(&definition(polling, &task_url))?;
+    let def = parse_definition(&definition(shape, polling, &task_url))?;
     store.put_workflow(&def, clock.now_ms()).await?;
 
     proxy.reset();
@@ -388,6 +442,7 @@ pub async fn measure(
     }
     let run = direct.get_run(&run_id).await?.ok_or("the run vanished")?;
     Ok(Measured {
+        shape,
         polling,
         status: run.status,
         dynamodb: proxy.snapshot(),
@@ -403,6 +458,13 @@ pub async fn measure(
         invocations,
         api_requests,
         agent_polls: agent.polls.load(Ordering::Relaxed),
+        polls_per_step: agent
+            .per_run
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(_, n)| *n)
+            .collect(),
         agent_calls: agent.calls.load(Ordering::Relaxed),
         virtual_ms: run.completed_at.unwrap_or(clock.now_ms()) - epoch,
     })

@@ -4,8 +4,8 @@
 //! every accepted run succeeded; prints throughput and step-to-step latency.
 //!
 //! ```sh
-//! cargo run --release -p flowgate-cli --example runs_load              # 1,000 runs
-//! cargo run --release -p flowgate-cli --example runs_load -- --runs 200
+//! cargo run --profile sim -p flowgate-cli --example runs_load              # 1,000 runs
+//! cargo run --profile sim -p flowgate-cli --example runs_load -- --runs 200
 //! ```
 
 use std::time::Duration;
@@ -78,6 +78,8 @@ async fn main() -> Result<(), BoxError> {
         agent_run: args.agent_run,
         deadline: args.deadline,
         workflow: WORKFLOW.to_string(),
+        data_parent: None,
+        stagger: Duration::ZERO,
     })
     .await?;
     let secs = report.elapsed.as_secs_f64();

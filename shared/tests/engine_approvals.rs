@@ -123,6 +123,7 @@ fn start_of(effects: &[Effect], step: &str) -> (u32, AgentStartSpec) {
                 step: s,
                 attempt,
                 spec,
+                ..
             } if s == step => Some((*attempt, spec.clone())),
             _ => None,
         })

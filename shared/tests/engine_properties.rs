@@ -250,6 +250,7 @@ impl World {
                 step,
                 attempt,
                 spec,
+                ..
             } => {
                 let names = self.sessions.entry((step.clone(), *attempt)).or_default();
                 names.insert(spec.session_name.clone());

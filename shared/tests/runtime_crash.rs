@@ -287,7 +287,10 @@ async fn a_crash_after_any_io_call_leaves_a_run_that_finishes_with_one_agent_run
         "store.put_run",
         "queue.send",
         "queue.ack",
-        "agent.find_run_by_session_name",
+        // A first start performed by the handler that wrote it makes no look-up by session
+        // name, so a clean run makes none to crash after; the re-issued starts that do look
+        // up are what recovers the crashes right after `agent.start_run` below (the look-up
+        // finds the run and adopts it: one agent run per attempt, checked above).
         "agent.start_run",
         "agent.observe",
     ] {

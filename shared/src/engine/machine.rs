@@ -1575,6 +1575,7 @@ impl Cx<'_> {
                                 step: d.id.clone(),
                                 attempt,
                                 spec,
+                                reissue: true,
                             }),
                             Err(e) => self.fail_attempt(&d.id, e, false),
                         }
@@ -1950,6 +1951,7 @@ impl Cx<'_> {
                             step: d.id.clone(),
                             attempt,
                             spec,
+                            reissue: false,
                         });
                         Ok(())
                     }

@@ -203,6 +203,12 @@ pub enum Effect {
         step: String,
         attempt: u32,
         spec: AgentStartSpec,
+        /// A re-issue of a start whose outcome was never recorded (a crash, a lost answer): the
+        /// adapter must look the attempt's run up by session name before starting one. A first
+        /// issue needs no look-up when performed by the handler that just wrote it, because no
+        /// one else can have performed it yet.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        reissue: bool,
     },
     /// Poll the agent run's status after `delay_ms`; feed back `AgentObserved` with `poll`.
     PollAgent {

@@ -104,6 +104,7 @@ impl Executor {
             run,
             def,
             effects: effects.to_vec(),
+            fresh: false,
         };
         let (next, failed) = self.perform_all(&applied).await;
         let result = self

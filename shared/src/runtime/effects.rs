@@ -53,7 +53,11 @@ impl Executor {
                 step,
                 attempt,
                 spec,
-            } => Ok(self.start_agent(run, step, *attempt, spec).await),
+                reissue,
+            } => {
+                let look_up = *reissue || !applied.fresh;
+                Ok(self.start_agent(run, step, *attempt, spec, look_up).await)
+            }
             Effect::PollAgent {
                 step,
                 attempt,
@@ -194,17 +198,21 @@ impl Executor {
         }
     }
 
-    /// Start an attempt's agent run at most once: look for a run already started with the
-    /// attempt's session name (a crash or lost answer may have hidden it), and start one only
-    /// if there is none. An error that leaves it unknown whether a run was created (timeout,
-    /// 5xx after sending) starts nothing: the engine re-issues the start 30 s later, and that
-    /// re-issue looks the run up by session name first.
+    /// Start an attempt's agent run at most once: when `look_up` (a re-issued start, or one
+    /// from a queued message that may arrive twice), look for a run already started with the
+    /// attempt's session name (a crash or lost answer may have hidden it) and start one only
+    /// if there is none. A first start performed right after its own write skips the look-up
+    /// (one agent API call, and a listing that grows with the service's recent runs): nobody
+    /// else can have performed it. An error that leaves it unknown whether a run was created
+    /// (timeout, 5xx after sending) starts nothing: the engine re-issues the start 30 s later,
+    /// and that re-issue looks the run up by session name first.
     async fn start_agent(
         &self,
         run: &Run,
         step: &str,
         attempt: u32,
         spec: &AgentStartSpec,
+        look_up: bool,
     ) -> Option<Event> {
         let started = |upstream_run_id: String| Event::AgentStarted {
             step: step.to_string(),
@@ -212,11 +220,14 @@ impl Executor {
             upstream_run_id,
         };
         let not_before = attempt_started_at(run, step);
-        match self
-            .agent
-            .find_run_by_session_name(&spec.workflow, &spec.session_name, not_before)
-            .await
-        {
+        let found = if look_up {
+            self.agent
+                .find_run_by_session_name(&spec.workflow, &spec.session_name, not_before)
+                .await
+        } else {
+            Ok(None)
+        };
+        match found {
             Ok(Some(found)) if !found.run_id.is_empty() => {
                 info!(upstream_run_id = %found.run_id, "the attempt's agent run already exists; adopting it");
                 return Some(started(found.run_id));

@@ -116,6 +116,9 @@ pub(super) struct Applied {
     pub def: Arc<WorkflowDefinition>,
     pub effects: Vec<Effect>,
     pub before: Before,
+    /// The effects come from the write this handler just made (not from a queued `Perform`
+    /// message, which may be delivered more than once): a first agent start needs no look-up.
+    pub fresh: bool,
 }
 
 impl Executor {
@@ -574,6 +577,7 @@ impl Executor {
                 def,
                 effects: changes.effects,
                 before,
+                fresh: true,
             }));
         }
         Err(ExecError::Contention {
