@@ -9,7 +9,7 @@
 //! ```sh
 //! # with moto running (scripts/test starts one; or .venv/bin/python scripts/moto_server.py -p 5000)
 //! AWS_ENDPOINT_URL=http://127.0.0.1:5000 AWS_REGION=us-east-1 AWS_ACCESS_KEY_ID=test \
-//!   AWS_SECRET_ACCESS_KEY=test cargo run --release -p flowgate-tests --example moto_load
+//!   AWS_SECRET_ACCESS_KEY=test cargo run --profile sim -p flowgate-tests --example moto_load
 //! ```
 
 use std::sync::Arc;
