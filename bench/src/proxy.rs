@@ -5,8 +5,14 @@
 //! attribute names plus values, 1 KB per write unit, 4 KB per strongly consistent read unit,
 //! half for eventually consistent reads, twice for transactional writes). moto's own
 //! `ConsumedCapacity` is a constant, so it is not used.
+//!
+//! Global secondary indexes are billed too: DynamoDB writes an index entry whenever a table
+//! write puts an item into an index, takes it out, changes its index key (a delete and a put)
+//! or changes what the index projects (one write), each at 1 KB of the projected entry per
+//! unit, not doubled inside transactions. That needs the item as it was, which is not on the
+//! wire: the proxy keeps the last version of every item written through it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -23,12 +29,189 @@ use serde_json::Value;
 pub struct OpCount {
     pub requests: u64,
     pub rru: f64,
+    /// Write units, the table's and its indexes'.
     pub wru: f64,
+    /// Of `wru`, the units the global secondary indexes consumed.
+    pub index_wru: f64,
+}
+
+/// What a global secondary index holds of an item.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Projection {
+    All,
+    KeysOnly,
+    Include(Vec<String>),
+}
+
+/// A global secondary index of the measured table (from `DescribeTable`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexSpec {
+    pub name: String,
+    pub hash: String,
+    pub range: Option<String>,
+    pub projection: Projection,
+}
+
+impl IndexSpec {
+    /// The index entry for `item`, or `None` when the item lacks the index key (sparse).
+    fn entry(&self, item: &Value, table_keys: &[&str]) -> Option<Value> {
+        let attrs = item.as_object()?;
+        let mut keys = vec![self.hash.as_str()];
+        keys.extend(self.range.as_deref());
+        if keys.iter().any(|k| !attrs.contains_key(*k)) {
+            return None;
+        }
+        keys.extend(table_keys);
+        let projected = attrs
+            .iter()
+            .filter(|(name, _)| match &self.projection {
+                Projection::All => true,
+                Projection::KeysOnly => keys.contains(&name.as_str()),
+                Projection::Include(extra) => {
+                    keys.contains(&name.as_str()) || extra.iter().any(|e| e == *name)
+                }
+            })
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        Some(Value::Object(projected))
+    }
+
+    fn key_of(&self, entry: &Value) -> (Value, Value) {
+        let range = self
+            .range
+            .as_deref()
+            .map_or(Value::Null, |r| entry[r].clone());
+        (entry[&self.hash].clone(), range)
+    }
+
+    /// Write units this index consumes when an item goes from `old` to `new`.
+    pub fn write_units(&self, old: Option<&Value>, new: Option<&Value>, keys: &[&str]) -> f64 {
+        let units = |entry: &Value| (item_size(entry).max(1) as f64 / 1_024.0).ceil();
+        let old = old.and_then(|item| self.entry(item, keys));
+        let new = new.and_then(|item| self.entry(item, keys));
+        match (old, new) {
+            (None, None) => 0.0,
+            (None, Some(new)) => units(&new),
+            (Some(old), None) => units(&old),
+            (Some(old), Some(new)) if self.key_of(&old) != self.key_of(&new) => {
+                units(&old) + units(&new)
+            }
+            (Some(old), Some(new)) if old != new => units(&new),
+            _ => 0.0,
+        }
+    }
+}
+
+/// The table's key attributes and indexes, and the last version of each item written.
+#[derive(Debug, Default)]
+struct Shadow {
+    table_keys: Vec<String>,
+    indexes: Vec<IndexSpec>,
+    items: HashMap<String, Value>,
+}
+
+impl Shadow {
+    fn key(&self, item: &Value) -> String {
+        self.table_keys
+            .iter()
+            .map(|k| item[k].to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
+    /// Apply one successful write of `new` (None: a delete of the item with `key_item`'s key)
+    /// and return the index write units it cost.
+    fn write(&mut self, key_item: &Value, new: Option<&Value>) -> f64 {
+        let key = self.key(key_item);
+        let old = self.items.get(&key);
+        let keys: Vec<&str> = self.table_keys.iter().map(String::as_str).collect();
+        let units = self
+            .indexes
+            .iter()
+            .map(|index| index.write_units(old, new, &keys))
+            .sum();
+        match new {
+            Some(item) => self.items.insert(key, item.clone()),
+            None => self.items.remove(&key),
+        };
+        units
+    }
+
+    /// Index units for a successful request (puts, deletes, transactions). An `UpdateItem`'s
+    /// result is not on the wire: the item is forgotten, and its index writes not counted
+    /// (the measured runs make none).
+    fn apply(&mut self, op: &str, req: &Value) -> f64 {
+        match op {
+            "PutItem" => self.write(&req["Item"], Some(&req["Item"])),
+            "DeleteItem" => self.write(&req["Key"], None),
+            "UpdateItem" => {
+                let key = self.key(&req["Key"]);
+                self.items.remove(&key);
+                0.0
+            }
+            "TransactWriteItems" => req["TransactItems"]
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|t| {
+                            if let Some(put) = t.get("Put") {
+                                self.write(&put["Item"], Some(&put["Item"]))
+                            } else if let Some(delete) = t.get("Delete") {
+                                self.write(&delete["Key"], None)
+                            } else if let Some(update) = t.get("Update") {
+                                let key = self.key(&update["Key"]);
+                                self.items.remove(&key);
+                                0.0
+                            } else {
+                                0.0
+                            }
+                        })
+                        .sum()
+                })
+                .unwrap_or(0.0),
+            _ => 0.0,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Tally {
     ops: BTreeMap<String, OpCount>,
+    /// Write units by what was written (see [`item_class`]).
+    written: BTreeMap<&'static str, f64>,
+    shadow: Shadow,
+}
+
+/// What an item is, from its sort key: the run, an audit entry, or anything else.
+fn item_class(item: &Value) -> &'static str {
+    match item["sk"]["S"].as_str() {
+        Some("RUN") => "run item",
+        Some(sk) if sk.starts_with("AUDIT#") => "audit entries",
+        _ => "other items",
+    }
+}
+
+/// Table write units of one request by item class (as [`capacity`] counts them).
+fn written_by_class(op: &str, req: &Value) -> Vec<(&'static str, f64)> {
+    let units = |item: &Value| (item_size(item).max(1) as f64 / 1_024.0).ceil();
+    match op {
+        "PutItem" => vec![(item_class(&req["Item"]), units(&req["Item"]))],
+        "UpdateItem" | "DeleteItem" => vec![(item_class(&req["Key"]), 1.0)],
+        "TransactWriteItems" => req["TransactItems"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .map(|t| match t.get("Put") {
+                        Some(put) => (item_class(&put["Item"]), 2.0 * units(&put["Item"])),
+                        None => ("other items", 2.0),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
 }
 
 #[derive(Clone)]
@@ -46,9 +229,22 @@ pub struct CountingProxy {
 }
 
 impl CountingProxy {
-    /// Start on a free loopback port, forwarding to `upstream`.
-    pub async fn start(upstream: &str) -> std::io::Result<Self> {
-        let tally = Arc::new(Mutex::new(Tally::default()));
+    /// Start on a free loopback port, forwarding to `upstream`, billing index writes for a
+    /// table keyed by `table_keys` with `indexes`.
+    pub async fn start(
+        upstream: &str,
+        table_keys: Vec<String>,
+        indexes: Vec<IndexSpec>,
+    ) -> std::io::Result<Self> {
+        let tally = Arc::new(Mutex::new(Tally {
+            ops: BTreeMap::new(),
+            written: BTreeMap::new(),
+            shadow: Shadow {
+                table_keys,
+                indexes,
+                items: HashMap::new(),
+            },
+        }));
         let proxy = Proxy {
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
@@ -75,13 +271,21 @@ impl CountingProxy {
             .clone()
     }
 
-    /// Forget what was counted (between measured runs).
-    pub fn reset(&self) {
+    /// Write units so far by what they wrote: the run item, audit entries, index entries,
+    /// other items.
+    pub fn written(&self) -> BTreeMap<&'static str, f64> {
         self.tally
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .ops
-            .clear();
+            .written
+            .clone()
+    }
+
+    /// Forget what was counted (between measured runs).
+    pub fn reset(&self) {
+        let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        tally.ops.clear();
+        tally.written.clear();
     }
 }
 
@@ -118,10 +322,22 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let (rru, wru) = capacity(&target, &body, &answer_body);
     {
         let mut tally = proxy.tally.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut index_wru = 0.0;
+        if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
+            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            for (class, units) in written_by_class(op, &req) {
+                *tally.written.entry(class).or_default() += units;
+            }
+            if code.is_success() {
+                index_wru = tally.shadow.apply(op, &req);
+                *tally.written.entry("index entries").or_default() += index_wru;
+            }
+        }
         let op = tally.ops.entry(target).or_default();
         op.requests += 1;
         op.rru += rru;
-        op.wru += wru;
+        op.wru += wru + index_wru;
+        op.index_wru += index_wru;
     }
     let mut response = Response::new(Body::from(answer_body));
     *response.status_mut() = code;
@@ -255,5 +471,78 @@ mod tests {
             &Bytes::from("{}"),
         );
         assert_eq!(w, 4.0, "transactional writes cost twice");
+    }
+
+    #[test]
+    fn index_writes_follow_dynamodb_rules() {
+        let keys = ["pk", "sk"];
+        let all = IndexSpec {
+            name: "all".into(),
+            hash: "kind".into(),
+            range: Some("at".into()),
+            projection: Projection::All,
+        };
+        let keys_only = IndexSpec {
+            projection: Projection::KeysOnly,
+            ..all.clone()
+        };
+        let item = |at: &str, body: &str| {
+            serde_json::json!({"pk": {"S": "p"}, "sk": {"S": "s"}, "kind": {"S": "K"},
+                "at": {"N": at}, "body": {"S": body}})
+        };
+        let big = "x".repeat(1_500);
+        let (a, b, c) = (item("1", &big), item("1", "changed"), item("2", "changed"));
+        assert_eq!(
+            all.write_units(None, Some(&a), &keys),
+            2.0,
+            "a put of 1.5 KB"
+        );
+        assert_eq!(
+            all.write_units(Some(&a), Some(&a), &keys),
+            0.0,
+            "nothing changed"
+        );
+        assert_eq!(
+            all.write_units(Some(&a), Some(&b), &keys),
+            1.0,
+            "projection changed"
+        );
+        assert_eq!(
+            all.write_units(Some(&b), Some(&c), &keys),
+            2.0,
+            "key moved: delete + put"
+        );
+        assert_eq!(
+            all.write_units(Some(&a), None, &keys),
+            2.0,
+            "a delete of the old entry"
+        );
+        assert_eq!(
+            keys_only.write_units(Some(&a), Some(&b), &keys),
+            0.0,
+            "keys unchanged"
+        );
+        assert_eq!(keys_only.write_units(Some(&b), Some(&c), &keys), 2.0);
+        let sparse = serde_json::json!({"pk": {"S": "p"}, "sk": {"S": "s"}});
+        assert_eq!(
+            all.write_units(None, Some(&sparse), &keys),
+            0.0,
+            "not in the index"
+        );
+
+        let mut shadow = Shadow {
+            table_keys: vec!["pk".into(), "sk".into()],
+            indexes: vec![all.clone(), keys_only.clone()],
+            items: HashMap::new(),
+        };
+        let put = |item: &Value| serde_json::json!({"Item": item});
+        assert_eq!(shadow.apply("PutItem", &put(&a)), 3.0);
+        assert_eq!(
+            shadow.apply("PutItem", &put(&b)),
+            1.0,
+            "the old item remembered"
+        );
+        let tx = serde_json::json!({"TransactItems": [{"Put": {"Item": c}}]});
+        assert_eq!(shadow.apply("TransactWriteItems", &tx), 4.0, "not doubled");
     }
 }

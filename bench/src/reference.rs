@@ -71,6 +71,9 @@ pub enum Polling {
     Fixed8s,
     /// The default: 2 s growing ×1.5 up to 60 s (variant (c)).
     Adaptive,
+    /// The default intervals, with progress (turns, tokens, cost) recorded at most every
+    /// 5 minutes (`polling.progress_every: 5m`): the same polls, fewer run writes.
+    AdaptiveQuiet,
 }
 
 impl Polling {
@@ -78,6 +81,7 @@ impl Polling {
         match self {
             Polling::Fixed8s => "fixed 8 s",
             Polling::Adaptive => "adaptive 2 s ×1.5 → 60 s",
+            Polling::AdaptiveQuiet => "adaptive, progress every 5 min",
         }
     }
 
@@ -85,6 +89,7 @@ impl Polling {
         match self {
             Polling::Fixed8s => "polling: {initial: 8s, factor: 1, max: 8s}\n",
             Polling::Adaptive => "",
+            Polling::AdaptiveQuiet => "polling: {progress_every: 5m}\n",
         }
     }
 }
@@ -106,6 +111,8 @@ pub struct Measured {
     pub polling: Polling,
     pub status: RunStatus,
     pub dynamodb: BTreeMap<String, OpCount>,
+    /// DynamoDB write units by what they wrote.
+    pub written: BTreeMap<&'static str, f64>,
     pub sqs_send_calls: u64,
     pub messages: u64,
     /// Work messages by kind (`poll`, `event start`, `deliver lifecycle`, ...).
@@ -126,6 +133,7 @@ impl Measured {
     pub fn rru(&self) -> f64 {
         self.dynamodb.values().map(|o| o.rru).sum()
     }
+    /// Write units, the indexes' included.
     pub fn wru(&self) -> f64 {
         self.dynamodb.values().map(|o| o.wru).sum()
     }
@@ -446,6 +454,7 @@ pub async fn measure(
         polling,
         status: run.status,
         dynamodb: proxy.snapshot(),
+        written: proxy.written(),
         sqs_send_calls: queue.calls.load(Ordering::Relaxed),
         messages: queue.messages.load(Ordering::Relaxed),
         message_kinds: queue

@@ -176,6 +176,7 @@ fn main() {
                 initial: DurationSpec::from_secs(8),
                 factor: 1.0,
                 max: DurationSpec::from_secs(8),
+                progress_every: None,
             },
         ),
         (
@@ -188,6 +189,7 @@ fn main() {
                 initial: DurationSpec::from_secs(2),
                 factor: 2.0,
                 max: DurationSpec::from_secs(60),
+                progress_every: None,
             },
         ),
         (
@@ -196,6 +198,14 @@ fn main() {
                 initial: DurationSpec::from_secs(2),
                 factor: 1.5,
                 max: DurationSpec::from_secs(30),
+                progress_every: None,
+            },
+        ),
+        (
+            "default, progress every 5 min",
+            PollingPolicy {
+                progress_every: Some(DurationSpec::from_secs(300)),
+                ..PollingPolicy::default()
             },
         ),
     ];

@@ -211,11 +211,11 @@ pub struct Run {
     /// The definition version this run is pinned to.
     pub workflow_version: u64,
     pub status: RunStatus,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
     /// Step id → state, one entry per step of the pinned definition.
     pub steps: BTreeMap<String, StepState>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub outputs: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -251,7 +251,7 @@ pub struct Run {
     /// Counter giving each finished step its completion order.
     pub completion_seq: u64,
     /// Depth in a chain of runs started by other runs finishing.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub chain_depth: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_run_id: Option<String>,
@@ -427,6 +427,7 @@ pub struct StepState {
     pub status: StepStatus,
     /// Current attempt, 1-based; 0 before the first start. Never reset, so every attempt's
     /// deterministic agent session name stays unique even across manual retries.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: u32,
     /// Attempts made before the last manual retry; the retry policy counts from here.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -467,8 +468,14 @@ pub struct StepState {
     pub budget_grants: u32,
 }
 
+/// Zero and empty fields are left out of the stored form (they read back as their defaults):
+/// a run item is rewritten on every step, and DynamoDB bills a write per started KB.
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_no_cost(usd: &f64) -> bool {
+    *usd == 0.0
 }
 
 #[allow(clippy::derivable_impls)] // the enum is declared by a macro
@@ -497,7 +504,7 @@ pub struct AgentProgress {
     pub tokens: u64,
     pub cost_usd: f64,
     /// Spend of earlier attempts of this step.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_no_cost")]
     pub previous_attempts_cost_usd: f64,
     /// Agent turns of earlier attempts of this step.
     #[serde(default, skip_serializing_if = "is_zero")]

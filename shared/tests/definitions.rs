@@ -1219,7 +1219,7 @@ steps:
     );
     let text = "\
 id: caps
-polling: {initial: 0s, factor: 0.5, max: 1h}
+polling: {initial: 0s, factor: 0.5, max: 1h, progress_every: 0s}
 budget: {}
 steps:
   - {id: a, kind: agent, workflow: implement, message: go, budget: {max_cost_usd: -1, max_turns: 0, max_duration: 0s}}
@@ -1232,6 +1232,7 @@ steps:
             ("steps[0].budget.max_turns", "at least 1"),
             ("steps[0].budget.max_duration", "longer than 0"),
             ("polling.initial", "longer than 0"),
+            ("polling.progress_every", "longer than 0"),
             (
                 "polling.factor",
                 "between 1 (fixed interval) and 10, got 0.5",

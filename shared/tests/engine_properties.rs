@@ -187,6 +187,17 @@ impl World {
             }
         };
         self.decisions += 1;
+        // The stored wake-up may be early (it is not moved on every write) but never late,
+        // and never missing while something is due.
+        let exact = flowgate_shared::engine::wake_at(&d.run, &self.def);
+        match (d.run.wake_at, exact) {
+            (Some(stored), Some(exact)) => assert!(
+                stored <= exact,
+                "wake_at {stored} after the exact {exact} for {event:?}"
+            ),
+            (None, Some(exact)) => panic!("no wake_at, though due at {exact} for {event:?}"),
+            _ => {}
+        }
         // Audit sequence is contiguous.
         for (i, a) in d.audit.iter().enumerate() {
             assert_eq!(a.seq, before.audit_seq + i as u64, "audit gap");

@@ -1361,3 +1361,54 @@ fn a_tick_starts_a_run_whose_start_message_was_lost() {
     assert_eq!(h.status(), RunStatus::Running);
     assert_eq!(started_agents(&effects), vec!["plan"]);
 }
+
+#[test]
+fn progress_every_records_progress_at_most_that_often_and_a_change_of_status_at_once() {
+    let mut h = Harness::new(
+        r#"
+id: quiet
+polling: { initial: 10s, factor: 1, max: 10s, progress_every: 1m }
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+"#,
+    );
+    h.start();
+    h.agent_started("a", "up");
+    h.later(10_000);
+    h.observe("a", running(1, 100)); // the status changes: recorded at once
+    let recorded = |h: &Harness| h.run.steps["a"].agent.as_ref().map_or(0, |a| a.turns);
+    assert_eq!(recorded(&h), 1);
+    let mut writes = 0;
+    for turn in 2..=7u32 {
+        h.later(10_000);
+        let before = h.run.clone();
+        let effects = h.observe("a", running(turn, 100 * u64::from(turn)));
+        assert!(
+            matches!(effects[..], [Effect::PollAgent { .. }]),
+            "polling goes on: {effects:?}"
+        );
+        if h.run != before {
+            writes += 1;
+        }
+        if turn < 7 {
+            assert_eq!(
+                recorded(&h),
+                1,
+                "turn {turn}: within the minute, not recorded"
+            );
+        }
+    }
+    assert_eq!(writes, 1, "one progress write in a minute of polls");
+    assert_eq!(
+        recorded(&h),
+        7,
+        "a minute on, the latest progress is recorded"
+    );
+    h.later(10_000);
+    h.observe("a", completed("done")); // a status change: at once
+    assert_eq!(h.step("a"), StepStatus::Succeeded);
+    assert_eq!(h.status(), RunStatus::Succeeded);
+}

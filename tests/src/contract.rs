@@ -914,6 +914,57 @@ pub mod run_store {
         }
     }
 
+    /// Listings longer than one batch read of items (DynamoDB reads the listed runs 100 keys
+    /// at a time): a full page of 100 and a 130-run in-memory sort come back whole and in order.
+    pub async fn large_listing(store: &dyn RunStore) {
+        const RUNS: i64 = 130;
+        let wf = format!("wf-large-{}", uuid::Uuid::new_v4().simple());
+        for i in 0..RUNS {
+            let mut run = Run::new(
+                format!("r-large-{i:03}-{wf}"),
+                &definition(&wf),
+                1,
+                Map::new(),
+                BASE + i,
+            );
+            run.status = RunStatus::Succeeded;
+            run.started_at = Some(BASE + i);
+            run.completed_at = Some(BASE + 10_000 - i);
+            store.create_run(&run, &[]).await.expect("create");
+        }
+        let first = store
+            .list_runs(&RunQuery {
+                workflow_id: Some(wf.clone()),
+                limit: MAX_PAGE_SIZE,
+                ..RunQuery::default()
+            })
+            .await
+            .expect("a full page");
+        let ids: Vec<&str> = first.runs.iter().map(|r| r.id.as_str()).collect();
+        let expected: Vec<String> = (0..i64::from(MAX_PAGE_SIZE))
+            .map(|i| format!("r-large-{:03}-{wf}", RUNS - 1 - i))
+            .collect();
+        assert_eq!(ids, expected, "newest first, all 100");
+        assert!(first.next_cursor.is_some(), "30 more");
+        let pages = all_pages(
+            store,
+            &RunQuery {
+                workflow_id: Some(wf.clone()),
+                sort: RunSort::CompletedAt,
+                order: SortOrder::Asc,
+                limit: MAX_PAGE_SIZE,
+                ..RunQuery::default()
+            },
+        )
+        .await;
+        let got: Vec<String> = pages.concat().into_iter().map(|r| r.id).collect();
+        let expected: Vec<String> = (0..RUNS)
+            .rev()
+            .map(|i| format!("r-large-{i:03}-{wf}"))
+            .collect();
+        assert_eq!(got, expected, "by completion: every run once, in order");
+    }
+
     /// Page sizes outside 1..=100 are refused (not clamped); 100 works.
     pub async fn page_size_limits(store: &dyn RunStore) {
         for limit in [0, MAX_PAGE_SIZE + 1, 10_000] {

@@ -44,6 +44,7 @@ macro_rules! suite {
                         audit_order,
                         list_filters_and_sorts,
                         pagination,
+                        large_listing,
                         page_size_limits,
                         bad_cursor,
                         due_runs,

@@ -288,24 +288,33 @@ async fn the_table_is_the_one_the_store_creates() {
             )
         })
         .collect();
-    let gsis: BTreeMap<String, (Vec<(String, String)>, String)> =
-        get(props, &["GlobalSecondaryIndexes"])
-            .as_sequence()
-            .expect("GlobalSecondaryIndexes")
-            .iter()
-            .map(|g| {
+    type Gsi = (Vec<(String, String)>, String, BTreeSet<String>);
+    let gsis: BTreeMap<String, Gsi> = get(props, &["GlobalSecondaryIndexes"])
+        .as_sequence()
+        .expect("GlobalSecondaryIndexes")
+        .iter()
+        .map(|g| {
+            (
+                get(g, &["IndexName"]).as_str().expect("name").to_string(),
                 (
-                    get(g, &["IndexName"]).as_str().expect("name").to_string(),
-                    (
-                        keys(get(g, &["KeySchema"])),
-                        get(g, &["Projection", "ProjectionType"])
-                            .as_str()
-                            .expect("projection")
-                            .to_string(),
-                    ),
-                )
-            })
-            .collect();
+                    keys(get(g, &["KeySchema"])),
+                    get(g, &["Projection", "ProjectionType"])
+                        .as_str()
+                        .expect("projection")
+                        .to_string(),
+                    get(g, &["Projection"])
+                        .get("NonKeyAttributes")
+                        .and_then(Value::as_sequence)
+                        .map(|a| {
+                            a.iter()
+                                .map(|v| v.as_str().expect("attribute name").to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                ),
+            )
+        })
+        .collect();
     let ttl = get(props, &["TimeToLiveSpecification", "AttributeName"])
         .as_str()
         .expect("TTL attribute");
@@ -349,7 +358,7 @@ async fn the_table_is_the_one_the_store_creates() {
         keys(get(props, &["KeySchema"])),
         pairs(described.key_schema())
     );
-    let created_gsis: BTreeMap<String, (Vec<(String, String)>, String)> = described
+    let created_gsis: BTreeMap<String, Gsi> = described
         .global_secondary_indexes()
         .iter()
         .map(|g| {
@@ -362,6 +371,9 @@ async fn the_table_is_the_one_the_store_creates() {
                         .unwrap_or(&ProjectionType::All)
                         .as_str()
                         .to_string(),
+                    g.projection()
+                        .map(|p| p.non_key_attributes().iter().cloned().collect())
+                        .unwrap_or_default(),
                 ),
             )
         })

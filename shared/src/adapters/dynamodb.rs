@@ -15,7 +15,7 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
+    KeyType, KeysAndAttributes, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
     TimeToLiveSpecification, TransactWriteItem,
 };
 use serde::Serialize;
@@ -74,12 +74,24 @@ pub mod attr {
 
 /// Index names.
 pub mod index {
-    /// `kind` + `kind_sk`, projection ALL: every run / session / workflow in listing order.
+    /// `kind` + `kind_sk`, projecting [`LISTING_PROJECTION`]: every run / session / workflow
+    /// in listing order.
     pub const BY_KIND: &str = "by_kind";
-    /// `run_wf` + `kind_sk`, projection ALL: one workflow's runs in started order.
+    /// `run_wf` + `kind_sk`, projecting [`LISTING_PROJECTION`]: one workflow's runs in started
+    /// order.
     pub const BY_WORKFLOW: &str = "by_workflow";
     /// `due` + `wake_at`, keys only, sparse: non-terminal runs by wake-up time.
     pub const DUE: &str = "due";
+
+    /// What the listing indexes hold besides the keys: only the attributes their filters read.
+    /// Not the whole item: DynamoDB writes an index entry whenever what it projects changes,
+    /// and a run item changes on every recorded poll; projecting it all made each run write
+    /// cost three times its units. Listings read the index, then the items (`BatchGetItem`).
+    pub const LISTING_PROJECTION: [&str; 3] = [
+        super::attr::STATUS,
+        super::attr::CREATED_AT,
+        super::attr::ACTIVE,
+    ];
 }
 
 const KIND_RUN: &str = "RUN";
@@ -97,6 +109,10 @@ pub const DEFAULT_SORT_SCAN_LIMIT: usize = 5_000;
 const WORKFLOW_PUT_ATTEMPTS: u32 = 16;
 /// Items read per query page.
 const QUERY_PAGE: i32 = 100;
+/// Most keys in one `BatchGetItem`.
+const BATCH_GET_MAX: usize = 100;
+/// Rounds of `BatchGetItem` for one batch's unprocessed keys before giving up (retryable).
+const BATCH_GET_ATTEMPTS: u32 = 8;
 
 fn run_pk(id: &str) -> String {
     format!("RUN#{id}")
@@ -371,10 +387,18 @@ impl DynamoStore {
             ])
         };
         let gsi = |name: &str, hash: &str, range: &str, projection: ProjectionType| {
+            let listing = projection == ProjectionType::Include;
             GlobalSecondaryIndex::builder()
                 .index_name(name)
                 .set_key_schema(Some(key_schema(hash, range)?))
-                .projection(Projection::builder().projection_type(projection).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(projection)
+                        .set_non_key_attributes(
+                            listing.then(|| index::LISTING_PROJECTION.map(str::to_string).to_vec()),
+                        )
+                        .build(),
+                )
                 .build()
                 .map_err(build_err)
         };
@@ -387,13 +411,13 @@ impl DynamoStore {
                 index::BY_KIND,
                 attr::KIND,
                 attr::KIND_SK,
-                ProjectionType::All,
+                ProjectionType::Include,
             )?)
             .global_secondary_indexes(gsi(
                 index::BY_WORKFLOW,
                 attr::RUN_WORKFLOW,
                 attr::KIND_SK,
-                ProjectionType::All,
+                ProjectionType::Include,
             )?)
             .global_secondary_indexes(gsi(
                 index::DUE,
@@ -572,7 +596,72 @@ impl DynamoStore {
         Ok(out.item)
     }
 
-    /// One page of a query, from `start`.
+    /// The items behind listing-index entries, in the entries' order, read in batches of 100
+    /// (eventually consistent, like the index itself). An item gone since the index was read
+    /// (expired, deleted) is left out.
+    async fn items_of(&self, entries: &[Item], op: &str) -> Result<Vec<Item>, StoreError> {
+        let table_key = |item: &Item| -> Option<(String, String)> {
+            match (item.get(attr::PK), item.get(attr::SK)) {
+                (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+                    Some((pk.clone(), sk.clone()))
+                }
+                _ => None,
+            }
+        };
+        let mut found: HashMap<(String, String), Item> = HashMap::new();
+        let keys: Vec<(String, String)> = entries.iter().filter_map(table_key).collect();
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut wanted: Vec<Item> = chunk.iter().map(|(pk, sk)| key(pk.clone(), sk)).collect();
+            let mut attempt = 0u32;
+            while !wanted.is_empty() {
+                if attempt > 0 {
+                    // Unprocessed keys mean throttling: back off before asking again.
+                    let backoff = 25u64 << attempt.min(6);
+                    tokio::time::sleep(Duration::from_millis(backoff)).await;
+                }
+                if attempt == BATCH_GET_ATTEMPTS {
+                    return Err(StoreError::Unavailable {
+                        message: format!(
+                            "{op}: {} items still unprocessed after {attempt} attempts; retry",
+                            wanted.len()
+                        ),
+                    });
+                }
+                attempt += 1;
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut wanted)))
+                    .build()
+                    .map_err(|e| StoreError::Backend {
+                        message: format!("building a {op} request: {e}"),
+                    })?;
+                let out = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_err(op, e))?;
+                for item in out
+                    .responses
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .unwrap_or_default()
+                {
+                    if let Some(k) = table_key(&item) {
+                        found.insert(k, item);
+                    }
+                }
+                wanted = out
+                    .unprocessed_keys
+                    .unwrap_or_default()
+                    .remove(&self.table)
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+            }
+        }
+        Ok(keys.iter().filter_map(|k| found.remove(k)).collect())
+    }
+
     /// Up to `limit` items of a query, in key order, each mapped by `map`; pages as needed.
     async fn query_limited<T>(
         &self,
@@ -599,6 +688,7 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// One page of a query, from `start`.
     async fn query_page(
         &self,
         spec: &QuerySpec,
@@ -725,21 +815,19 @@ impl DynamoStore {
             None => None,
         };
         let wanted = query.limit as usize + 1;
-        let mut runs = Vec::new();
+        let mut entries = Vec::new();
         loop {
             // Without a filter every item read is a match: read just what the page needs (one
             // more tells whether there is a next page). With a filter, read in bulk.
             let page = match spec.filter {
-                None => i32::try_from(wanted - runs.len())
+                None => i32::try_from(wanted - entries.len())
                     .unwrap_or(QUERY_PAGE)
                     .min(QUERY_PAGE),
                 Some(_) => QUERY_PAGE,
             };
             let (items, next) = self.query_page(&spec, page, start).await?;
-            for item in &items {
-                runs.push(from_attr::<Run>(item, attr::RUN, "run")?);
-            }
-            if runs.len() >= wanted {
+            entries.extend(items);
+            if entries.len() >= wanted {
                 break;
             }
             match next {
@@ -747,6 +835,13 @@ impl DynamoStore {
                 None => break,
             }
         }
+        entries.truncate(wanted);
+        let mut runs = self
+            .items_of(&entries, "BatchGetItem(runs)")
+            .await?
+            .iter()
+            .map(|item| from_attr::<Run>(item, attr::RUN, "run"))
+            .collect::<Result<Vec<_>, _>>()?;
         let more = runs.len() > query.limit as usize;
         runs.truncate(query.limit as usize);
         let next_cursor = match runs.last() {
@@ -930,7 +1025,9 @@ impl RunStore for DynamoStore {
                 )
             })
             .await?;
-        let runs = items
+        let runs = self
+            .items_of(&items, "BatchGetItem(runs)")
+            .await?
             .iter()
             .map(|item| from_attr::<Run>(item, attr::RUN, "run"))
             .collect::<Result<Vec<_>, _>>()?;
@@ -1042,7 +1139,8 @@ impl RunStore for DynamoStore {
             values,
             forward: false,
         };
-        let items = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
+        let entries = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
+        let items = self.items_of(&entries, "BatchGetItem(sessions)").await?;
         let mut out = items
             .iter()
             .map(|item| from_attr::<SessionRecord>(item, attr::SESSION, "session"))
@@ -1163,7 +1261,8 @@ impl WorkflowStore for DynamoStore {
             values: HashMap::from([(":k".into(), s(KIND_WORKFLOW))]),
             forward: true,
         };
-        let items = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
+        let entries = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
+        let items = self.items_of(&entries, "BatchGetItem(workflows)").await?;
         let mut out = items
             .iter()
             .map(|item| from_attr::<StoredWorkflow>(item, attr::WORKFLOW, "workflow"))

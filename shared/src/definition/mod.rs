@@ -97,6 +97,13 @@ pub struct PollingPolicy {
     pub factor: f64,
     #[serde(default = "default_poll_max")]
     pub max: DurationSpec,
+    /// Record an agent's progress (turns, tokens, cost) seen by a poll at most this often; a
+    /// change of status is always recorded at once. Unset: every poll that sees progress is
+    /// written, so progress bars move with every poll. Longer: fewer writes and a cheaper run
+    /// (on AWS most of a polled run's DynamoDB writes are progress), progress shown later, and
+    /// budgets checked against the progress recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_every: Option<DurationSpec>,
 }
 
 impl Default for PollingPolicy {
@@ -105,6 +112,7 @@ impl Default for PollingPolicy {
             initial: default_poll_initial(),
             factor: default_poll_factor(),
             max: default_poll_max(),
+            progress_every: None,
         }
     }
 }

@@ -20,6 +20,9 @@ pub const POLL_HEARTBEAT_MS: i64 = 300_000;
 /// Slack before a poll chain that has not written for a heartbeat plus one poll interval is
 /// presumed lost and re-issued on the next tick.
 pub const POLL_LOST_AFTER_MS: i64 = 60_000;
+/// A run write moves an earlier `wake_at` on to the exact time when it is this close (see
+/// `Cx::finish`): a write then saves the wake-up's own write a little later.
+pub const WAKE_REFRESH_MARGIN_MS: i64 = 120_000;
 /// An effect whose outcome was not recorded this long after it was issued is issued again.
 pub const REISSUE_AFTER_MS: i64 = 30_000;
 /// After a graceful cancel, agent runs not confirmed dead are killed with force.
@@ -167,7 +170,20 @@ impl Cx<'_> {
 
     fn finish(mut self, before_timer: Option<Millis>) -> Changes {
         let timer = next_timer(self.run, self.def);
-        let wake = wake_after(self.run, self.def, timer);
+        // An earlier wake-up still ahead stays: moving it on every write (a live poll chain's
+        // lost-at moves with every poll) would cost the store's due index a delete and a put
+        // per write. Never later than the exact time, so never late; once it passes, the next
+        // decision (or the sweeper's tick) moves it on, and a write that happens anyway moves
+        // it on when it is near, so a busy run is rarely woken for nothing.
+        let keep_until = if self.dirty {
+            self.now + WAKE_REFRESH_MARGIN_MS
+        } else {
+            self.now
+        };
+        let wake = match (self.run.wake_at, wake_after(self.run, self.def, timer)) {
+            (Some(stored), Some(exact)) if stored <= exact && stored > keep_until => Some(stored),
+            (_, exact) => exact,
+        };
         if wake != self.run.wake_at {
             self.run.wake_at = wake;
             self.dirty = true;
@@ -464,14 +480,18 @@ impl Cx<'_> {
             return; // a duplicate or late poll answer
         }
         let status_changed = obs.status != a.upstream_status;
-        let changed = status_changed
-            || obs.turns != a.turns
-            || obs.tokens != a.tokens
-            || obs.cost_usd != a.cost_usd
-            || (obs.session_id.is_some() && obs.session_id != a.session_id);
+        let session_changed = obs.session_id.is_some() && obs.session_id != a.session_id;
+        let progressed =
+            obs.turns != a.turns || obs.tokens != a.tokens || obs.cost_usd != a.cost_usd;
         let upstream = a.upstream_run_id.clone().unwrap_or_default();
         let polling = polling_of(self.def);
         let now = self.now;
+        // Progress alone is recorded at most every `polling.progress_every`.
+        let progress_due = polling.progress_every.as_ref().is_none_or(|every| {
+            a.last_activity_at
+                .is_none_or(|t| now - t >= every.millis_i64())
+        });
+        let changed = status_changed || session_changed || (progressed && progress_due);
         let waited = if interval_ms == 0 {
             a.poll_interval_ms
         } else {

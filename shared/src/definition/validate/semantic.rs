@@ -200,6 +200,13 @@ impl<'d> Checker<'d> {
 
     fn polling(&mut self, p: &PollingPolicy) {
         self.positive_duration("polling.initial", "the first poll interval", &p.initial);
+        if let Some(every) = &p.progress_every {
+            self.positive_duration(
+                "polling.progress_every",
+                "the interval between progress writes",
+                every,
+            );
+        }
         if !(p.factor.is_finite() && (1.0..=10.0).contains(&p.factor)) {
             self.problem(
                 "polling.factor",
