@@ -86,7 +86,7 @@ impl IndexSpec {
 
     /// Write units this index consumes when an item goes from `old` to `new`.
     pub fn write_units(&self, old: Option<&Value>, new: Option<&Value>, keys: &[&str]) -> f64 {
-        let units = |entry: &Value| (item_size(entry).max(1) as f64 / 1_024.0).ceil();
+        let units = write_units;
         let old = old.and_then(|item| self.entry(item, keys));
         let new = new.and_then(|item| self.entry(item, keys));
         match (old, new) {
@@ -192,11 +192,16 @@ fn item_class(item: &Value) -> &'static str {
     }
 }
 
-/// Table write units of one request by item class (as [`capacity`] counts them).
+/// Write units of one item or index entry: 1 KB a unit, at least one.
+fn write_units(item: &Value) -> f64 {
+    (item_size(item).max(1) as f64 / 1_024.0).ceil()
+}
+
+/// The table's write units of one request, by item class ([`capacity`] sums them):
+/// transactional writes cost twice.
 fn written_by_class(op: &str, req: &Value) -> Vec<(&'static str, f64)> {
-    let units = |item: &Value| (item_size(item).max(1) as f64 / 1_024.0).ceil();
     match op {
-        "PutItem" => vec![(item_class(&req["Item"]), units(&req["Item"]))],
+        "PutItem" => vec![(item_class(&req["Item"]), write_units(&req["Item"]))],
         "UpdateItem" | "DeleteItem" => vec![(item_class(&req["Key"]), 1.0)],
         "TransactWriteItems" => req["TransactItems"]
             .as_array()
@@ -204,7 +209,7 @@ fn written_by_class(op: &str, req: &Value) -> Vec<(&'static str, f64)> {
                 items
                     .iter()
                     .map(|t| match t.get("Put") {
-                        Some(put) => (item_class(&put["Item"]), 2.0 * units(&put["Item"])),
+                        Some(put) => (item_class(&put["Item"]), 2.0 * write_units(&put["Item"])),
                         None => ("other items", 2.0),
                     })
                     .collect()
@@ -367,7 +372,6 @@ pub fn capacity(target: &str, request: &Bytes, answer: &Bytes) -> (f64, f64) {
         let units = (bytes.max(1) as f64 / 4_096.0).ceil();
         if consistent { units } else { units / 2.0 }
     };
-    let write_units = |bytes: usize| (bytes.max(1) as f64 / 1_024.0).ceil();
     match op {
         "GetItem" => (read_units(item_size(&ans["Item"])), 0.0),
         "Query" | "Scan" => {
@@ -377,25 +381,9 @@ pub fn capacity(target: &str, request: &Bytes, answer: &Bytes) -> (f64, f64) {
                 .unwrap_or(0);
             (read_units(total), 0.0)
         }
-        "PutItem" => (0.0, write_units(item_size(&req["Item"]))),
-        // The old item is not on the wire; a record update is small: one unit.
-        "UpdateItem" | "DeleteItem" => (0.0, 1.0),
-        "TransactWriteItems" => {
-            let units: f64 = req["TransactItems"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|t| match t.get("Put") {
-                            Some(put) => write_units(item_size(&put["Item"])),
-                            None => 1.0,
-                        })
-                        .sum()
-                })
-                .unwrap_or(0.0);
-            (0.0, 2.0 * units)
-        }
-        _ => (0.0, 0.0),
+        // The old item of an update or delete is not on the wire; a record update is small:
+        // one unit.
+        _ => (0.0, written_by_class(op, &req).iter().map(|(_, u)| u).sum()),
     }
 }
 

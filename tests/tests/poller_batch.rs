@@ -8,8 +8,9 @@ use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use flowgate_poller::handle_batch;
 use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
-use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig};
+use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig};
+use flowgate_shared::definition::WorkflowDefinition;
 use flowgate_shared::engine::Event;
 use flowgate_shared::model::{AuditEntry, Millis, Run, RunStatus};
 use flowgate_shared::ports::{
@@ -19,6 +20,39 @@ use flowgate_shared::ports::{
 use flowgate_shared::runtime::{Clock, Executor, SystemClock};
 use flowgate_tests::runtime::three_agent_steps;
 use serde_json::Map;
+
+/// A fresh embedded store with a stored three-agent-step workflow `id`, and the simulator.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<EmbeddedStore>,
+    sim: SimulatorHandle,
+    def: WorkflowDefinition,
+    version: u64,
+    now: Millis,
+}
+
+async fn fixture(id: &str) -> Fixture {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
+    let sim = Simulator::start(SimulatorConfig::fast())
+        .await
+        .expect("simulator");
+    let now = SystemClock.now_ms();
+    let def = three_agent_steps(id, "1s");
+    let version = store
+        .put_workflow(&def, now)
+        .await
+        .expect("workflow")
+        .version;
+    Fixture {
+        _dir: dir,
+        store,
+        sim,
+        def,
+        version,
+        now,
+    }
+}
 
 /// The embedded store, unavailable for one run id (as if its partition were throttled).
 struct FlakyStore {
@@ -114,20 +148,20 @@ fn start(run_id: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_retryable_failures_come_back_and_a_bad_body_does_not_poison_the_batch() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let sim = Simulator::start(SimulatorConfig::fast())
-        .await
-        .expect("simulator");
-    let now = SystemClock.now_ms();
-    let def = three_agent_steps("batch", "1s");
-    let stored = store.put_workflow(&def, now).await.expect("workflow");
+    let Fixture {
+        _dir,
+        store,
+        sim,
+        def,
+        version,
+        now,
+    } = fixture("batch").await;
     // Three runs: one that works, one whose store partition is unavailable (retryable), one
     // pinned to a definition version that does not exist (retrying cannot help).
     for (id, version) in [
-        ("run-ok", stored.version),
-        ("run-throttled", stored.version),
-        ("run-orphaned", stored.version + 41),
+        ("run-ok", version),
+        ("run-throttled", version),
+        ("run-orphaned", version + 41),
     ] {
         store
             .create_run(&Run::new(id, &def, version, Map::new(), now), &[])
@@ -198,17 +232,17 @@ async fn only_retryable_failures_come_back_and_a_bad_body_does_not_poison_the_ba
 /// nothing else is written or queued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_records_are_dropped_without_poisoning_the_batch_or_writing() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(EmbeddedStore::open(dir.path()).expect("store"));
-    let sim = Simulator::start(SimulatorConfig::fast())
-        .await
-        .expect("simulator");
-    let now = SystemClock.now_ms();
-    let def = three_agent_steps("sweep", "1s");
-    let stored = store.put_workflow(&def, now).await.expect("workflow");
+    let Fixture {
+        _dir,
+        store,
+        sim,
+        def,
+        version,
+        now,
+    } = fixture("sweep").await;
     for id in ["run-good", "run-idle"] {
         store
-            .create_run(&Run::new(id, &def, stored.version, Map::new(), now), &[])
+            .create_run(&Run::new(id, &def, version, Map::new(), now), &[])
             .await
             .expect("create");
     }

@@ -64,11 +64,11 @@ pub const MAX_WORKFLOW_CHARS: usize = 200;
 const MINUTE: u64 = 60;
 const HOUR: u64 = 3600;
 
-/// The wait before each retry: attempt 1 goes out at once, attempt `n + 1` waits
 /// How long the executor trusts its list of subscriptions when deciding whether a lifecycle
 /// event needs a delivery at all.
 pub const SUBSCRIPTIONS_CACHE_TTL: Duration = Duration::from_secs(30);
 
+/// The wait before each retry: attempt 1 goes out at once, attempt `n + 1` waits
 /// `DEFAULT_BACKOFF[n - 1]` after attempt `n` failed (the spec's example schedule: 5 s, 5 min,
 /// 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h), so a message is tried 10 times over about three
 /// days before it is given up.
@@ -389,26 +389,21 @@ impl Webhooks {
     /// at most [`SUBSCRIPTIONS_CACHE_TTL`] old (a new subscription gets events within that
     /// long). A store error answers `true`: when in doubt, queue the delivery.
     pub async fn anyone_wants(&self, event: &str, workflow_id: &str) -> bool {
-        let fresh = |at: &std::time::Instant| at.elapsed() < SUBSCRIPTIONS_CACHE_TTL;
-        {
-            let cached = self
-                .cached
+        let wants = |list: &[Subscription]| list.iter().any(|s| s.wants(event, workflow_id));
+        let cached = || {
+            self.cached
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((at, list)) = cached.as_ref()
-                && fresh(at)
-            {
-                return list.iter().any(|s| s.wants(event, workflow_id));
-            }
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((at, list)) = cached().as_ref()
+            && at.elapsed() < SUBSCRIPTIONS_CACHE_TTL
+        {
+            return wants(list);
         }
         match self.list().await {
             Ok(list) => {
-                let wanted = list.iter().any(|s| s.wants(event, workflow_id));
-                *self
-                    .cached
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some((std::time::Instant::now(), list));
+                let wanted = wants(&list);
+                *cached() = Some((std::time::Instant::now(), list));
                 wanted
             }
             Err(_) => true,
