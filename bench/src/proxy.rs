@@ -10,7 +10,10 @@
 //! write puts an item into an index, takes it out, changes its index key (a delete and a put)
 //! or changes what the index projects (one write), each at 1 KB of the projected entry per
 //! unit, not doubled inside transactions. That needs the item as it was, which is not on the
-//! wire: the proxy keeps the last version of every item written through it.
+//! wire: the proxy keeps the last version of every item written through it. A write is billed
+//! at the larger of the item before and after it (DynamoDB's rule for puts that replace an
+//! item, updates and deletes); after an `UpdateItem` the proxy reads the item back from the
+//! emulator, uncounted, to learn what the update made of it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -86,7 +89,7 @@ impl IndexSpec {
 
     /// Write units this index consumes when an item goes from `old` to `new`.
     pub fn write_units(&self, old: Option<&Value>, new: Option<&Value>, keys: &[&str]) -> f64 {
-        let units = write_units;
+        let units = |entry: &Value| write_units_of(item_size(entry));
         let old = old.and_then(|item| self.entry(item, keys));
         let new = new.and_then(|item| self.entry(item, keys));
         match (old, new) {
@@ -119,59 +122,74 @@ impl Shadow {
             .join("|")
     }
 
-    /// Apply one successful write of `new` (None: a delete of the item with `key_item`'s key)
-    /// and return the index write units it cost.
-    fn write(&mut self, key_item: &Value, new: Option<&Value>) -> f64 {
-        let key = self.key(key_item);
-        let old = self.items.get(&key);
-        let keys: Vec<&str> = self.table_keys.iter().map(String::as_str).collect();
-        let units = self
-            .indexes
-            .iter()
-            .map(|index| index.write_units(old, new, &keys))
-            .sum();
-        match new {
-            Some(item) => self.items.insert(key, item.clone()),
-            None => self.items.remove(&key),
-        };
-        units
-    }
-
-    /// Index units for a successful request (puts, deletes, transactions). An `UpdateItem`'s
-    /// result is not on the wire: the item is forgotten, and its index writes not counted
-    /// (the measured runs make none).
-    fn apply(&mut self, op: &str, req: &Value) -> f64 {
+    /// Bill one write request: the table's units by what was written (transactional writes
+    /// twice; a failed conditional write is billed too, at the item's size) and, when it
+    /// succeeded, the index units, remembering the items it wrote. `updated`: the item after a
+    /// successful `UpdateItem`.
+    fn bill(
+        &mut self,
+        op: &str,
+        req: &Value,
+        ok: bool,
+        updated: Option<&Value>,
+    ) -> (Vec<(&'static str, f64)>, f64) {
+        // (the item's key, the item after the write or None for a delete, unit factor)
+        let mut writes: Vec<(Value, Option<Value>, f64)> = Vec::new();
         match op {
-            "PutItem" => self.write(&req["Item"], Some(&req["Item"])),
-            "DeleteItem" => self.write(&req["Key"], None),
+            "PutItem" => writes.push((req["Item"].clone(), Some(req["Item"].clone()), 1.0)),
+            "DeleteItem" => writes.push((req["Key"].clone(), None, 1.0)),
             "UpdateItem" => {
-                let key = self.key(&req["Key"]);
-                self.items.remove(&key);
-                0.0
+                let after = updated
+                    .cloned()
+                    .or_else(|| self.items.get(&self.key(&req["Key"])).cloned());
+                writes.push((req["Key"].clone(), after, 1.0));
             }
-            "TransactWriteItems" => req["TransactItems"]
-                .as_array()
-                .map(|items| {
-                    items
-                        .iter()
-                        .map(|t| {
-                            if let Some(put) = t.get("Put") {
-                                self.write(&put["Item"], Some(&put["Item"]))
-                            } else if let Some(delete) = t.get("Delete") {
-                                self.write(&delete["Key"], None)
-                            } else if let Some(update) = t.get("Update") {
-                                let key = self.key(&update["Key"]);
-                                self.items.remove(&key);
-                                0.0
-                            } else {
-                                0.0
-                            }
-                        })
-                        .sum()
-                })
-                .unwrap_or(0.0),
-            _ => 0.0,
+            "TransactWriteItems" => {
+                for t in req["TransactItems"].as_array().into_iter().flatten() {
+                    if let Some(put) = t.get("Put") {
+                        writes.push((put["Item"].clone(), Some(put["Item"].clone()), 2.0));
+                    } else if let Some(delete) = t.get("Delete") {
+                        writes.push((delete["Key"].clone(), None, 2.0));
+                    } else if let Some(update) = t.get("Update") {
+                        let key = update["Key"].clone();
+                        let before = self.items.get(&self.key(&key)).cloned();
+                        writes.push((key, before, 2.0));
+                    } else {
+                        // A condition check is billed like a write of a small item.
+                        writes.push((Value::Null, None, 2.0));
+                    }
+                }
+            }
+            _ => {}
         }
+        let keys: Vec<String> = self.table_keys.clone();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut table = Vec::new();
+        let mut index = 0.0;
+        for (key_item, new, factor) in writes {
+            if key_item.is_null() {
+                table.push(("other items", factor));
+                continue;
+            }
+            let key = self.key(&key_item);
+            let old = self.items.get(&key);
+            let size = old
+                .map_or(0, item_size)
+                .max(new.as_ref().map_or(0, item_size));
+            table.push((item_class(&key_item), factor * write_units_of(size)));
+            if ok {
+                index += self
+                    .indexes
+                    .iter()
+                    .map(|spec| spec.write_units(old, new.as_ref(), &keys))
+                    .sum::<f64>();
+                match new {
+                    Some(item) => self.items.insert(key, item),
+                    None => self.items.remove(&key),
+                };
+            }
+        }
+        (table, index)
     }
 }
 
@@ -192,31 +210,9 @@ fn item_class(item: &Value) -> &'static str {
     }
 }
 
-/// Write units of one item or index entry: 1 KB a unit, at least one.
-fn write_units(item: &Value) -> f64 {
-    (item_size(item).max(1) as f64 / 1_024.0).ceil()
-}
-
-/// The table's write units of one request, by item class ([`capacity`] sums them):
-/// transactional writes cost twice.
-fn written_by_class(op: &str, req: &Value) -> Vec<(&'static str, f64)> {
-    match op {
-        "PutItem" => vec![(item_class(&req["Item"]), write_units(&req["Item"]))],
-        "UpdateItem" | "DeleteItem" => vec![(item_class(&req["Key"]), 1.0)],
-        "TransactWriteItems" => req["TransactItems"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .map(|t| match t.get("Put") {
-                        Some(put) => (item_class(&put["Item"]), 2.0 * write_units(&put["Item"])),
-                        None => ("other items", 2.0),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    }
+/// Write units of an item or index entry of `size` bytes: 1 KB a unit, at least one.
+fn write_units_of(size: usize) -> f64 {
+    (size.max(1) as f64 / 1_024.0).ceil()
 }
 
 #[derive(Clone)]
@@ -324,19 +320,33 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
     let Ok(answer_body) = answer.bytes().await else {
         return status(StatusCode::BAD_GATEWAY);
     };
-    let (rru, wru) = capacity(&target, &body, &answer_body);
+    let rru = read_units(&target, &body, &answer_body);
+    let op = target
+        .strip_prefix("DynamoDB_20120810.")
+        .map(str::to_string);
+    let req: Value = match op {
+        Some(_) => serde_json::from_slice(&body).unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    let updated = match op.as_deref() {
+        Some("UpdateItem") if code.is_success() => read_back(&proxy, &parts.headers, &req).await,
+        _ => None,
+    };
     {
         let mut tally = proxy.tally.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut index_wru = 0.0;
-        if let Some(op) = target.strip_prefix("DynamoDB_20120810.") {
-            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            for (class, units) in written_by_class(op, &req) {
+        let (mut wru, mut index_wru) = (0.0, 0.0);
+        if let Some(op) = op.as_deref() {
+            let (table, index) = tally
+                .shadow
+                .bill(op, &req, code.is_success(), updated.as_ref());
+            for (class, units) in table {
                 *tally.written.entry(class).or_default() += units;
+                wru += units;
             }
-            if code.is_success() {
-                index_wru = tally.shadow.apply(op, &req);
-                *tally.written.entry("index entries").or_default() += index_wru;
+            if index > 0.0 {
+                *tally.written.entry("index entries").or_default() += index;
             }
+            index_wru = index;
         }
         let op = tally.ops.entry(target).or_default();
         op.requests += 1;
@@ -360,30 +370,76 @@ fn status(code: StatusCode) -> Response {
     response
 }
 
-/// (read units, write units) one DynamoDB request consumed.
-pub fn capacity(target: &str, request: &Bytes, answer: &Bytes) -> (f64, f64) {
+/// The item an `UpdateItem` left, read back from the emulator directly (not counted): the
+/// update expression's result is not on the wire.
+async fn read_back(proxy: &Proxy, headers: &HeaderMap, req: &Value) -> Option<Value> {
+    let body = serde_json::json!({
+        "TableName": req["TableName"],
+        "Key": req["Key"],
+        "ConsistentRead": true,
+    });
+    let mut request = proxy
+        .http
+        .post(format!("{}/", proxy.upstream))
+        .header("x-amz-target", "DynamoDB_20120810.GetItem")
+        .header("content-type", "application/x-amz-json-1.0");
+    // moto reads the region and account from the (unverified) authorization header.
+    if let Some(auth) = headers.get("authorization") {
+        request = request.header("authorization", auth);
+    }
+    let answer: Value = request
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    answer.get("Item").cloned()
+}
+
+/// Read units one DynamoDB request consumed (writes are billed by [`Shadow::bill`]).
+pub fn read_units(target: &str, request: &Bytes, answer: &Bytes) -> f64 {
     let Some(op) = target.strip_prefix("DynamoDB_20120810.") else {
-        return (0.0, 0.0);
+        return 0.0;
     };
     let req: Value = serde_json::from_slice(request).unwrap_or(Value::Null);
     let ans: Value = serde_json::from_slice(answer).unwrap_or(Value::Null);
     let consistent = req["ConsistentRead"].as_bool().unwrap_or(false) && req["IndexName"].is_null();
-    let read_units = |bytes: usize| {
+    let units = |bytes: usize, consistent: bool| {
         let units = (bytes.max(1) as f64 / 4_096.0).ceil();
         if consistent { units } else { units / 2.0 }
     };
     match op {
-        "GetItem" => (read_units(item_size(&ans["Item"])), 0.0),
+        "GetItem" => units(item_size(&ans["Item"]), consistent),
         "Query" | "Scan" => {
             let total: usize = ans["Items"]
                 .as_array()
                 .map(|items| items.iter().map(item_size).sum())
                 .unwrap_or(0);
-            (read_units(total), 0.0)
+            units(total, consistent)
         }
-        // The old item of an update or delete is not on the wire; a record update is small:
-        // one unit.
-        _ => (0.0, written_by_class(op, &req).iter().map(|(_, u)| u).sum()),
+        // Each item is its own read, eventually consistent unless asked otherwise per table.
+        "BatchGetItem" => ans["Responses"]
+            .as_object()
+            .map(|tables| {
+                tables
+                    .iter()
+                    .map(|(table, items)| {
+                        let consistent = req["RequestItems"][table]["ConsistentRead"]
+                            .as_bool()
+                            .unwrap_or(false);
+                        items
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|item| units(item_size(item), consistent))
+                            .sum::<f64>()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0.0),
+        _ => 0.0,
     }
 }
 
@@ -399,17 +455,28 @@ pub fn item_size(item: &Value) -> usize {
         .unwrap_or(0)
 }
 
+/// Decoded length of base64 text.
+fn base64_len(text: &str) -> usize {
+    let padding = text.bytes().rev().take_while(|b| *b == b'=').count();
+    (text.len() / 4 * 3).saturating_sub(padding)
+}
+
 fn value_size(value: &Value) -> usize {
     let Some((kind, inner)) = value.as_object().and_then(|m| m.iter().next()) else {
         return 0;
     };
     match kind.as_str() {
-        "S" | "B" => inner.as_str().map_or(0, str::len),
+        "S" => inner.as_str().map_or(0, str::len),
+        // Binary values travel as base64: the item holds the decoded bytes.
+        "B" => inner.as_str().map_or(0, base64_len),
         // Numbers: about one byte per two digits, plus one.
         "N" => inner.as_str().map_or(1, |n| n.len().div_ceil(2) + 1),
         "BOOL" | "NULL" => 1,
-        "SS" | "NS" | "BS" => inner.as_array().map_or(0, |a| {
+        "SS" | "NS" => inner.as_array().map_or(0, |a| {
             a.iter().map(|v| v.as_str().map_or(0, str::len)).sum()
+        }),
+        "BS" => inner.as_array().map_or(0, |a| {
+            a.iter().map(|v| v.as_str().map_or(0, base64_len)).sum()
         }),
         "L" => {
             3 + inner
@@ -431,34 +498,80 @@ fn value_size(value: &Value) -> usize {
 mod tests {
     use super::*;
 
+    fn shadow(indexes: Vec<IndexSpec>) -> Shadow {
+        Shadow {
+            table_keys: vec!["pk".into(), "sk".into()],
+            indexes,
+            items: HashMap::new(),
+        }
+    }
+
+    fn total(billed: &[(&'static str, f64)]) -> f64 {
+        billed.iter().map(|(_, u)| u).sum()
+    }
+
     #[test]
     fn item_sizes_and_units_follow_dynamodb_rules() {
         let item = serde_json::json!({"pk": {"S": "run#1"}, "v": {"N": "12"}});
         assert_eq!(item_size(&item), 2 + 5 + 1 + 2);
-        let big = serde_json::json!({"Item": {"x": {"S": "a".repeat(5_000)}}});
-        let (r, w) = capacity(
-            "DynamoDB_20120810.PutItem",
-            &Bytes::from(big.to_string()),
-            &Bytes::from("{}"),
+        // 6 bytes as base64 ("AAECAwQF"), 5 with one padding character.
+        assert_eq!(
+            item_size(&serde_json::json!({"b": {"B": "AAECAwQF"}})),
+            1 + 6
         );
-        assert_eq!((r, w), (0.0, 5.0), "5,001 bytes are five write units");
+        assert_eq!(
+            item_size(&serde_json::json!({"b": {"B": "AAECAwQ="}})),
+            1 + 5
+        );
+
+        let mut shadow = shadow(Vec::new());
+        let big =
+            serde_json::json!({"pk": {"S": "p"}, "sk": {"S": "s"}, "x": {"S": "a".repeat(5_000)}});
+        let (table, _) = shadow.bill("PutItem", &serde_json::json!({"Item": big}), true, None);
+        assert_eq!(total(&table), 5.0, "5,009 bytes are five write units");
+        let small = serde_json::json!({"pk": {"S": "p"}, "sk": {"S": "s"}});
+        let (table, _) = shadow.bill("PutItem", &serde_json::json!({"Item": small}), true, None);
+        assert_eq!(
+            total(&table),
+            5.0,
+            "a put that replaces an item pays for the larger one"
+        );
+        let (table, _) = shadow.bill("PutItem", &serde_json::json!({"Item": small}), true, None);
+        assert_eq!(total(&table), 1.0);
+        let grown =
+            serde_json::json!({"pk": {"S": "p"}, "sk": {"S": "s"}, "x": {"S": "a".repeat(1_500)}});
+        let key = serde_json::json!({"Key": {"pk": {"S": "p"}, "sk": {"S": "s"}}});
+        let (table, _) = shadow.bill("UpdateItem", &key, true, Some(&grown));
+        assert_eq!(total(&table), 2.0, "an update pays for the item it leaves");
+        let (table, _) = shadow.bill("UpdateItem", &key, false, None);
+        assert_eq!(
+            total(&table),
+            2.0,
+            "a failed conditional update is billed too"
+        );
+        let (table, _) = shadow.bill("DeleteItem", &key, true, None);
+        assert_eq!(total(&table), 2.0, "a delete pays for the item it removes");
+
         let got = serde_json::json!({"Item": {"x": {"S": "a".repeat(5_000)}}});
-        let (r, _) = capacity(
+        let r = read_units(
             "DynamoDB_20120810.GetItem",
             &Bytes::from(r#"{"ConsistentRead": true}"#),
             &Bytes::from(got.to_string()),
         );
         assert_eq!(r, 2.0, "a strongly consistent read of 5 KB is two units");
+        let batch = serde_json::json!({"Responses": {"t": [{"x": {"S": "a"}}, {"x": {"S": "b"}}]}});
+        let r = read_units(
+            "DynamoDB_20120810.BatchGetItem",
+            &Bytes::from(r#"{"RequestItems": {"t": {}}}"#),
+            &Bytes::from(batch.to_string()),
+        );
+        assert_eq!(r, 1.0, "two small items read eventually consistently");
         let tx = serde_json::json!({"TransactItems": [
-            {"Put": {"Item": {"a": {"S": "x"}}}},
+            {"Put": {"Item": {"pk": {"S": "q"}, "sk": {"S": "s"}}}},
             {"ConditionCheck": {}}
         ]});
-        let (_, w) = capacity(
-            "DynamoDB_20120810.TransactWriteItems",
-            &Bytes::from(tx.to_string()),
-            &Bytes::from("{}"),
-        );
-        assert_eq!(w, 4.0, "transactional writes cost twice");
+        let (table, _) = shadow.bill("TransactWriteItems", &tx, true, None);
+        assert_eq!(total(&table), 4.0, "transactional writes cost twice");
     }
 
     #[test]
@@ -518,19 +631,24 @@ mod tests {
             "not in the index"
         );
 
-        let mut shadow = Shadow {
-            table_keys: vec!["pk".into(), "sk".into()],
-            indexes: vec![all.clone(), keys_only.clone()],
-            items: HashMap::new(),
-        };
+        let mut shadow = shadow(vec![all.clone(), keys_only.clone()]);
         let put = |item: &Value| serde_json::json!({"Item": item});
-        assert_eq!(shadow.apply("PutItem", &put(&a)), 3.0);
+        assert_eq!(shadow.bill("PutItem", &put(&a), true, None).1, 3.0);
         assert_eq!(
-            shadow.apply("PutItem", &put(&b)),
+            shadow.bill("PutItem", &put(&b), true, None).1,
             1.0,
             "the old item remembered"
         );
+        assert_eq!(
+            shadow.bill("PutItem", &put(&c), false, None).1,
+            0.0,
+            "a failed write touches no index"
+        );
         let tx = serde_json::json!({"TransactItems": [{"Put": {"Item": c}}]});
-        assert_eq!(shadow.apply("TransactWriteItems", &tx), 4.0, "not doubled");
+        assert_eq!(
+            shadow.bill("TransactWriteItems", &tx, true, None).1,
+            4.0,
+            "not doubled"
+        );
     }
 }

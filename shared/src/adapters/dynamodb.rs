@@ -2,10 +2,14 @@
 //!
 //! Key schema, indexes, TTL and access patterns are described in `DYNAMODB.md` next to this
 //! file; [`DynamoStore::create_table`] creates exactly that schema (the SAM template declares
-//! the same). Every run write is conditional on the stored `version` and goes out as one
-//! `TransactWriteItems` with the run's new audit entries, so a lost race writes nothing.
+//! the same). Every run write is one conditional write on the stored `version`, so a lost race
+//! changes nothing; the newest decision's audit entries ride in the run item (its audit tail)
+//! and are copied to their own item by the next decision that writes entries (see
+//! `DYNAMODB.md`, "Runs and their audit log").
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -59,9 +63,20 @@ pub mod attr {
     /// A run's status (S) and creation time (N), top level for filters.
     pub const STATUS: &str = "status";
     pub const CREATED_AT: &str = "created_at";
-    /// Native maps of the stored values.
+    /// The run as deflated JSON (B). Compressed because every run write is billed per KB and
+    /// a run's JSON is mostly repeated field names: a finished five-step run is about 1.4 KB as
+    /// a map and under 0.6 KB deflated, so its writes stay at one unit.
+    pub const RUN_Z: &str = "run_z";
+    /// The audit entries of the run's newest decision that wrote any, as deflated JSON (B) of
+    /// a list; copied to an audit group item before a later decision replaces them.
+    pub const AUDIT_TAIL: &str = "audit_tail";
+    /// An audit group's entries, deflated JSON (B) of a list in seq order.
+    pub const ENTRIES_Z: &str = "entries_z";
+    /// Written by earlier versions and still read: the run as a native map (M) and a single
+    /// audit entry (M).
     pub const RUN: &str = "run";
     pub const ENTRY: &str = "entry";
+    /// Native maps of the other stored values.
     pub const SESSION: &str = "session";
     pub const WORKFLOW: &str = "workflow";
     pub const RECORD: &str = "record";
@@ -113,6 +128,8 @@ const QUERY_PAGE: i32 = 100;
 const BATCH_GET_MAX: usize = 100;
 /// Rounds of `BatchGetItem` for one batch's unprocessed keys before giving up (retryable).
 const BATCH_GET_ATTEMPTS: u32 = 8;
+/// Runs whose audit tail a store remembers (see [`TailCache`]); past this it starts over.
+const TAIL_CACHE_RUNS: usize = 4_096;
 
 fn run_pk(id: &str) -> String {
     format!("RUN#{id}")
@@ -189,6 +206,116 @@ fn from_attr<T: DeserializeOwned>(item: &Item, name: &str, what: &str) -> Result
     dynamo::from_attribute_value(value.clone()).map_err(|e| StoreError::corrupt(what, e))
 }
 
+/// Deflated JSON of `value`, as a binary attribute.
+fn pack<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<AttributeValue, StoreError> {
+    let json = serde_json::to_vec(value)
+        .map_err(|e| StoreError::invalid("value", format!("{what} cannot be stored: {e}")))?;
+    let mut encoder =
+        flate2::write::DeflateEncoder::new(Vec::with_capacity(json.len() / 2), Default::default());
+    encoder
+        .write_all(&json)
+        .and_then(|()| encoder.finish())
+        .map(|bytes| AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes)))
+        .map_err(|e| StoreError::Backend {
+            message: format!("compressing {what}: {e}"),
+        })
+}
+
+/// The value [`pack`] stored in `bytes`.
+fn unpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    let mut json = Vec::with_capacity(bytes.len() * 3);
+    flate2::read::DeflateDecoder::new(bytes)
+        .read_to_end(&mut json)
+        .map_err(|e| StoreError::corrupt(what, format!("cannot inflate: {e}")))?;
+    serde_json::from_slice(&json).map_err(|e| StoreError::corrupt(what, e))
+}
+
+/// The bytes of a binary attribute, if the item has it.
+fn blob<'a>(item: &'a Item, name: &str, what: &str) -> Result<Option<&'a [u8]>, StoreError> {
+    match item.get(name) {
+        None => Ok(None),
+        Some(AttributeValue::B(b)) => Ok(Some(b.as_ref())),
+        Some(_) => Err(StoreError::corrupt(
+            what,
+            format!("attribute {name:?} is not binary"),
+        )),
+    }
+}
+
+/// The run of a run item: deflated (`run_z`), or a native map written by an earlier version.
+fn run_of(item: &Item, what: &str) -> Result<Run, StoreError> {
+    match blob(item, attr::RUN_Z, what)? {
+        Some(bytes) => unpack(bytes, what),
+        None => from_attr(item, attr::RUN, what),
+    }
+}
+
+/// The audit entries an item holds: a group's (`entries_z`), a run item's tail
+/// (`audit_tail`), or a single entry written by an earlier version (`entry`).
+fn entries_of(item: &Item, what: &str) -> Result<Vec<AuditEntry>, StoreError> {
+    if let Some(bytes) = blob(item, attr::ENTRIES_Z, what)? {
+        return unpack(bytes, what);
+    }
+    if let Some(bytes) = blob(item, attr::AUDIT_TAIL, what)? {
+        return unpack(bytes, what);
+    }
+    if item.contains_key(attr::ENTRY) {
+        return Ok(vec![from_attr(item, attr::ENTRY, what)?]);
+    }
+    Ok(Vec::new())
+}
+
+/// A run item's audit tail as stored (the bytes become the group item unchanged) and the last
+/// seq in it.
+#[derive(Debug, Clone, PartialEq)]
+struct Tail {
+    bytes: Vec<u8>,
+    last_seq: u64,
+    last_at: Millis,
+}
+
+impl Tail {
+    fn of(item: &Item, what: &str) -> Result<Option<Tail>, StoreError> {
+        let Some(bytes) = blob(item, attr::AUDIT_TAIL, what)? else {
+            return Ok(None);
+        };
+        let entries: Vec<AuditEntry> = unpack(bytes, what)?;
+        Ok(entries.last().map(|last| Tail {
+            bytes: bytes.to_vec(),
+            last_seq: last.seq,
+            last_at: last.at,
+        }))
+    }
+}
+
+/// The audit tail of the run versions this store last read or wrote, so a decision that
+/// writes audit entries need not read the item again to copy the tail it replaces. A run
+/// version's item never changes once written (every write is conditional on the version), so
+/// an entry is either exact or for an older version, which the lookup tells apart.
+#[derive(Debug, Default)]
+struct TailCache {
+    runs: HashMap<String, (u64, Option<Tail>)>,
+}
+
+impl TailCache {
+    fn remember(&mut self, run_id: &str, version: u64, tail: Option<Tail>) {
+        if self.runs.len() >= TAIL_CACHE_RUNS && !self.runs.contains_key(run_id) {
+            self.runs.clear();
+        }
+        self.runs.insert(run_id.to_string(), (version, tail));
+    }
+}
+
+/// What a writer knows about the tail of the version it expects to replace.
+enum Before {
+    /// The version is current as far as anyone can tell, with this tail.
+    Tail(Option<Tail>),
+    /// A later version exists: the write would lose.
+    Stale,
+    /// No such run.
+    Missing,
+}
+
 fn number_attr(item: &Item, name: &str, what: &str) -> Result<i64, StoreError> {
     match item.get(name) {
         Some(AttributeValue::N(text)) => text
@@ -253,13 +380,6 @@ impl TxError {
         )
     }
 
-    fn any_failed_from(&self, start: usize) -> Option<usize> {
-        match self {
-            TxError::Cancelled(codes) => (start..codes.len()).find(|&i| self.failed(i)),
-            TxError::Other(_) => None,
-        }
-    }
-
     /// The error to report when no specific reason applies.
     fn into_store_error(self, op: &str) -> StoreError {
         match self {
@@ -301,6 +421,7 @@ pub struct DynamoStore {
     table: String,
     retention: Duration,
     sort_scan_limit: usize,
+    tails: Arc<Mutex<TailCache>>,
 }
 
 impl DynamoStore {
@@ -311,6 +432,7 @@ impl DynamoStore {
             table: table.into(),
             retention: DEFAULT_RETENTION,
             sort_scan_limit: DEFAULT_SORT_SCAN_LIMIT,
+            tails: Arc::default(),
         }
     }
 
@@ -475,11 +597,14 @@ impl DynamoStore {
         n(from.saturating_add(retention_ms) / 1000)
     }
 
-    /// The whole run item: the run as a native map plus the top-level attributes the
-    /// condition, the indexes, the filters and TTL need.
-    fn run_item(&self, run: &Run) -> Result<Item, StoreError> {
+    /// The whole run item: the run deflated, its audit tail (when given), and the top-level
+    /// attributes the condition, the indexes, the filters and TTL need.
+    fn run_item(&self, run: &Run, tail: Option<&AttributeValue>) -> Result<Item, StoreError> {
         let mut item = key(run_pk(&run.id), SK_RUN);
-        item.insert(attr::RUN.into(), to_av("run", run)?);
+        item.insert(attr::RUN_Z.into(), pack("run", run)?);
+        if let Some(tail) = tail {
+            item.insert(attr::AUDIT_TAIL.into(), tail.clone());
+        }
         item.insert(attr::VERSION.into(), n(run.version));
         item.insert(attr::KIND.into(), s(KIND_RUN));
         item.insert(attr::KIND_SK.into(), n(started_key(run)));
@@ -495,6 +620,123 @@ impl DynamoStore {
             item.insert(attr::WAKE_AT.into(), n(due_at));
         }
         Ok(item)
+    }
+
+    /// A decision's audit entries as a run item's tail, and the tail's cache entry.
+    fn tail_of(audit: &[AuditEntry]) -> Result<(AttributeValue, Tail), StoreError> {
+        let mut entries = audit.to_vec();
+        entries.sort_by_key(|e| e.seq);
+        let value = pack("audit entries", &entries)?;
+        let last = entries.last().ok_or_else(|| StoreError::Backend {
+            message: "an audit tail needs at least one entry".into(),
+        })?;
+        let bytes = match &value {
+            AttributeValue::B(b) => b.as_ref().to_vec(),
+            _ => Vec::new(),
+        };
+        let tail = Tail {
+            bytes,
+            last_seq: last.seq,
+            last_at: last.at,
+        };
+        Ok((value, tail))
+    }
+
+    fn remember_tail(&self, run_id: &str, version: u64, tail: Option<Tail>) {
+        self.tails
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remember(run_id, version, tail);
+    }
+
+    /// The tail of the run version `expected` (from the cache, else one strongly consistent
+    /// read of the version and tail), or that the write would lose.
+    async fn tail_before(&self, run_id: &str, expected: u64) -> Result<Before, StoreError> {
+        let cached = self
+            .tails
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .runs
+            .get(run_id)
+            .cloned();
+        match cached {
+            Some((version, tail)) if version == expected => return Ok(Before::Tail(tail)),
+            Some((version, _)) if version > expected => return Ok(Before::Stale),
+            _ => {}
+        }
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(run_pk(run_id), SK_RUN)))
+            .consistent_read(true)
+            .projection_expression("#v, #t")
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_names("#t", attr::AUDIT_TAIL)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem(run audit tail)", e))?;
+        let Some(item) = out.item else {
+            return Ok(Before::Missing);
+        };
+        let what = format!("run {run_id}");
+        let version = u64::try_from(number_attr(&item, attr::VERSION, &what)?)
+            .map_err(|e| StoreError::corrupt(&what, e))?;
+        let tail = Tail::of(&item, &what)?;
+        self.remember_tail(run_id, version, tail.clone());
+        Ok(if version == expected {
+            Before::Tail(tail)
+        } else {
+            Before::Stale
+        })
+    }
+
+    /// Whether the run has an audit entry at `seq` or later outside its tail (a run written
+    /// before audit tails existed, or created without entries).
+    async fn audit_stored_from(&self, run_id: &str, seq: u64) -> Result<bool, StoreError> {
+        let spec = self.audit_spec(run_id, seq);
+        let (items, _) = self.query_page(&spec, 1, None).await?;
+        Ok(!items.is_empty())
+    }
+
+    /// The query for a run's audit items (groups, keyed by their last seq, and single entries
+    /// of earlier versions) that may hold entries from `first` on.
+    fn audit_spec(&self, run_id: &str, first: u64) -> QuerySpec {
+        QuerySpec {
+            index: None,
+            key_condition: "#pk = :pk AND #sk BETWEEN :lo AND :hi".into(),
+            filter: None,
+            names: HashMap::from([
+                ("#pk".into(), attr::PK.into()),
+                ("#sk".into(), attr::SK.into()),
+            ]),
+            values: HashMap::from([
+                (":pk".into(), s(run_pk(run_id))),
+                (":lo".into(), s(audit_sk(first))),
+                (":hi".into(), s(audit_sk(u64::MAX))),
+            ]),
+            forward: true,
+        }
+    }
+
+    /// Copy a tail to its own audit item before the write that replaces it. The item's key
+    /// and contents follow from the committed tail alone, so a writer that then loses its race
+    /// (or a second writer copying the same tail) writes exactly what is there already.
+    async fn flush_tail(&self, run_id: &str, tail: &Tail) -> Result<(), StoreError> {
+        let mut item = key(run_pk(run_id), &audit_sk(tail.last_seq));
+        item.insert(
+            attr::ENTRIES_Z.into(),
+            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(tail.bytes.clone())),
+        );
+        item.insert(attr::EXPIRES_AT.into(), self.expiry(tail.last_at));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| sdk_err("PutItem(audit group)", e))?;
+        Ok(())
     }
 
     /// A record's item. No `kind`: records are listed by their partition, not through an index,
@@ -540,18 +782,6 @@ impl DynamoStore {
                 message: format!("building a transaction item: {e}"),
             })?;
         Ok(TransactWriteItem::builder().put(put).build())
-    }
-
-    fn audit_puts(&self, audit: &[AuditEntry]) -> Result<Vec<TransactWriteItem>, StoreError> {
-        audit
-            .iter()
-            .map(|entry| {
-                let mut item = key(run_pk(&entry.run_id), &audit_sk(entry.seq));
-                item.insert(attr::ENTRY.into(), to_av("audit entry", entry)?);
-                item.insert(attr::EXPIRES_AT.into(), self.expiry(entry.at));
-                self.put(item, "attribute_not_exists(#pk)", None)
-            })
-            .collect()
     }
 
     async fn transact(&self, items: Vec<TransactWriteItem>, op: &str) -> Result<(), TxError> {
@@ -840,7 +1070,7 @@ impl DynamoStore {
             .items_of(&entries, "BatchGetItem(runs)")
             .await?
             .iter()
-            .map(|item| from_attr::<Run>(item, attr::RUN, "run"))
+            .map(|item| run_of(item, "run"))
             .collect::<Result<Vec<_>, _>>()?;
         let more = runs.len() > query.limit as usize;
         runs.truncate(query.limit as usize);
@@ -887,39 +1117,55 @@ impl RunStore for DynamoStore {
         {
             return Ok(CreateOutcome::Existing(existing));
         }
-        let mut items = vec![self.put(self.run_item(run)?, "attribute_not_exists(#pk)", None)?];
-        if let Some(k) = run.idempotency_key.as_deref() {
-            let mut idem = key(idem_pk(k), "IDEM");
-            idem.insert(attr::RUN_ID.into(), s(&run.id));
-            idem.insert(attr::EXPIRES_AT.into(), self.expiry(run.created_at));
-            items.push(self.put(idem, "attribute_not_exists(#pk)", None)?);
-        }
-        let first_audit = items.len();
-        items.extend(self.audit_puts(audit)?);
+        let tail = (!audit.is_empty())
+            .then(|| Self::tail_of(audit))
+            .transpose()?;
+        let item = self.run_item(run, tail.as_ref().map(|(value, _)| value))?;
+        let taken = || StoreError::AlreadyExists {
+            what: format!("run {}", run.id),
+        };
+        let Some(k) = run.idempotency_key.as_deref() else {
+            // No idempotency record to keep in step: one conditional put.
+            match self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", attr::PK)
+                .send()
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                    return Err(taken());
+                }
+                Err(e) => return Err(sdk_err("PutItem(create run)", e)),
+            }
+            self.remember_tail(&run.id, run.version, tail.map(|(_, t)| t));
+            return Ok(CreateOutcome::Created);
+        };
+        let mut idem = key(idem_pk(k), "IDEM");
+        idem.insert(attr::RUN_ID.into(), s(&run.id));
+        idem.insert(attr::EXPIRES_AT.into(), self.expiry(run.created_at));
+        let items = vec![
+            self.put(item, "attribute_not_exists(#pk)", None)?,
+            self.put(idem, "attribute_not_exists(#pk)", None)?,
+        ];
         match self.transact(items, "TransactWriteItems(create run)").await {
-            Ok(()) => Ok(CreateOutcome::Created),
+            Ok(()) => {
+                self.remember_tail(&run.id, run.version, tail.map(|(_, t)| t));
+                Ok(CreateOutcome::Created)
+            }
             Err(e) => {
-                if run.idempotency_key.is_some() && e.failed(1) {
+                if e.failed(1) {
                     // Someone created a run with this key in the meantime.
-                    let k = run.idempotency_key.as_deref().unwrap_or_default();
                     if let Some(existing) = self.find_idempotency_key(k).await? {
                         return Ok(CreateOutcome::Existing(existing));
                     }
                 }
                 if e.code(0) == Some("ConditionalCheckFailed") {
-                    return Err(StoreError::AlreadyExists {
-                        what: format!("run {}", run.id),
-                    });
-                }
-                if let Some(i) = e.any_failed_from(first_audit) {
-                    return Err(StoreError::invalid(
-                        "audit",
-                        format!(
-                            "audit entry {} of run {} already exists",
-                            audit[i - first_audit].seq,
-                            run.id
-                        ),
-                    ));
+                    return Err(taken());
                 }
                 Err(e.into_store_error("create run"))
             }
@@ -927,15 +1173,25 @@ impl RunStore for DynamoStore {
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
-        match self
+        let Some(item) = self
             .get_item(run_pk(run_id), SK_RUN, "GetItem(run)")
             .await?
-        {
-            Some(item) => from_attr(&item, attr::RUN, &format!("run {run_id}")).map(Some),
-            None => Ok(None),
-        }
+        else {
+            return Ok(None);
+        };
+        let what = format!("run {run_id}");
+        let run = run_of(&item, &what)?;
+        // The read is strongly consistent: the tail is that of the version read.
+        self.remember_tail(run_id, run.version, Tail::of(&item, &what)?);
+        Ok(Some(run))
     }
 
+    /// Progress without audit entries is one conditional `UpdateItem` that leaves the audit
+    /// tail as it is. A decision with entries copies the tail it replaces to its own item
+    /// first (see [`DynamoStore::flush_tail`]), then puts the run item with its own entries as
+    /// the new tail, conditional on the version: two plain writes at one unit per KB each,
+    /// where a transaction of the run and an item per entry cost two units per KB per item.
+    /// A crash between the two leaves a copy of a committed tail, which readers merge by seq.
     #[tracing::instrument(
         level = "debug",
         skip_all,
@@ -949,8 +1205,6 @@ impl RunStore for DynamoStore {
     ) -> Result<(), StoreError> {
         check_put(run, expected_version)?;
         check_audit(run, audit)?;
-        const CONDITION: &str = "attribute_exists(#pk) AND #v = :expected";
-        let values = HashMap::from([(":expected".to_string(), n(expected_version))]);
         let lost_race = || async {
             if self.get_run(&run.id).await?.is_none() {
                 return Err(StoreError::NotFound {
@@ -963,44 +1217,112 @@ impl RunStore for DynamoStore {
                 expected: expected_version,
             })
         };
-        // Most writes of a live run carry no audit entry (an agent's progress seen by a poll):
-        // one conditional PutItem does, at half the write units of a transaction.
+        let mut names = HashMap::from([
+            ("#pk".to_string(), attr::PK.to_string()),
+            ("#v".to_string(), attr::VERSION.to_string()),
+        ]);
+        let mut values = HashMap::from([(":expected".to_string(), n(expected_version))]);
+        const CONDITION: &str = "attribute_exists(#pk) AND #v = :expected";
+
         if audit.is_empty() {
+            // Set every attribute of the new item but the keys; remove the optional ones it
+            // does not have (and the map an earlier version stored the run in).
+            let mut item = self.run_item(run, None)?;
+            item.remove(attr::PK);
+            item.remove(attr::SK);
+            let removes: Vec<&str> = [attr::EXPIRES_AT, attr::DUE, attr::WAKE_AT, attr::RUN]
+                .into_iter()
+                .filter(|name| !item.contains_key(*name))
+                .collect();
+            let mut sets = Vec::new();
+            for (i, (name, value)) in item.into_iter().enumerate() {
+                names.insert(format!("#a{i}"), name);
+                values.insert(format!(":a{i}"), value);
+                sets.push(format!("#a{i} = :a{i}"));
+            }
+            let mut expression = format!("SET {}", sets.join(", "));
+            if !removes.is_empty() {
+                let mut list = Vec::new();
+                for (i, name) in removes.into_iter().enumerate() {
+                    names.insert(format!("#r{i}"), name.to_string());
+                    list.push(format!("#r{i}"));
+                }
+                expression.push_str(&format!(" REMOVE {}", list.join(", ")));
+            }
             let result = self
                 .client
-                .put_item()
+                .update_item()
                 .table_name(&self.table)
-                .set_item(Some(self.run_item(run)?))
+                .set_key(Some(key(run_pk(&run.id), SK_RUN)))
+                .update_expression(expression)
                 .condition_expression(CONDITION)
-                .expression_attribute_names("#pk", attr::PK)
-                .expression_attribute_names("#v", attr::VERSION)
+                .set_expression_attribute_names(Some(names))
                 .set_expression_attribute_values(Some(values))
                 .send()
                 .await;
             return match result {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    // The tail is unchanged: carry it over to the new version.
+                    let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+                    match tails.runs.get(&run.id).cloned() {
+                        Some((v, tail)) if v == expected_version => {
+                            tails.remember(&run.id, run.version, tail);
+                        }
+                        _ => {
+                            tails.runs.remove(&run.id);
+                        }
+                    }
+                    Ok(())
+                }
                 Err(e) if e.code() == Some("ConditionalCheckFailedException") => lost_race().await,
-                Err(e) => Err(sdk_err("PutItem(put run)", e)),
+                Err(e) => Err(sdk_err("UpdateItem(put run)", e)),
             };
         }
-        let mut items = vec![self.put(self.run_item(run)?, CONDITION, Some(values))?];
-        items.extend(self.audit_puts(audit)?);
-        match self.transact(items, "TransactWriteItems(put run)").await {
-            Ok(()) => Ok(()),
-            Err(e) if e.failed(0) => lost_race().await,
-            Err(e) => {
-                if let Some(i) = e.any_failed_from(1) {
-                    return Err(StoreError::invalid(
-                        "audit",
-                        format!(
-                            "audit entry {} of run {} already exists",
-                            audit[i - 1].seq,
-                            run.id
-                        ),
-                    ));
-                }
-                Err(e.into_store_error("put run"))
+
+        let first = audit.iter().map(|e| e.seq).min().unwrap_or_default();
+        let duplicate = |seq: u64| {
+            Err(StoreError::invalid(
+                "audit",
+                format!("audit entry {seq} of run {} already exists", run.id),
+            ))
+        };
+        match self.tail_before(&run.id, expected_version).await? {
+            Before::Missing => {
+                return Err(StoreError::NotFound {
+                    what: format!("run {}", run.id),
+                });
             }
+            Before::Stale => return lost_race().await,
+            Before::Tail(Some(tail)) => {
+                if first <= tail.last_seq {
+                    return duplicate(first);
+                }
+                self.flush_tail(&run.id, &tail).await?;
+            }
+            Before::Tail(None) => {
+                if self.audit_stored_from(&run.id, first).await? {
+                    return duplicate(first);
+                }
+            }
+        }
+        let (tail_value, tail) = Self::tail_of(audit)?;
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.run_item(run, Some(&tail_value))?))
+            .condition_expression(CONDITION)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.remember_tail(&run.id, run.version, Some(tail));
+                Ok(())
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => lost_race().await,
+            Err(e) => Err(sdk_err("PutItem(put run)", e)),
         }
     }
 
@@ -1029,7 +1351,7 @@ impl RunStore for DynamoStore {
             .items_of(&items, "BatchGetItem(runs)")
             .await?
             .iter()
-            .map(|item| from_attr::<Run>(item, attr::RUN, "run"))
+            .map(|item| run_of(item, "run"))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page_in_memory(runs, query, cursor.as_ref()))
     }
@@ -1058,6 +1380,9 @@ impl RunStore for DynamoStore {
         .await
     }
 
+    /// The tail first (strongly consistent), then the audit items from `first` on: a tail is
+    /// copied to its item before the write that replaces it, so whatever the item query misses
+    /// is in the tail read before it. Entries are merged by seq (a copied tail is in both).
     async fn audit(
         &self,
         run_id: &str,
@@ -1067,25 +1392,47 @@ impl RunStore for DynamoStore {
         let Some(first) = after_seq.map_or(Some(0), |s| s.checked_add(1)) else {
             return Ok(Vec::new());
         };
-        let spec = QuerySpec {
-            index: None,
-            key_condition: "#pk = :pk AND #sk BETWEEN :lo AND :hi".into(),
-            filter: None,
-            names: HashMap::from([
-                ("#pk".into(), attr::PK.into()),
-                ("#sk".into(), attr::SK.into()),
-            ]),
-            values: HashMap::from([
-                (":pk".into(), s(run_pk(run_id))),
-                (":lo".into(), s(audit_sk(first))),
-                (":hi".into(), s(audit_sk(u64::MAX))),
-            ]),
-            forward: true,
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let tail = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(run_pk(run_id), SK_RUN)))
+            .consistent_read(true)
+            .projection_expression("#t")
+            .expression_attribute_names("#t", attr::AUDIT_TAIL)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem(run audit tail)", e))?
+            .item;
+        let mut found: BTreeMap<u64, AuditEntry> = BTreeMap::new();
+        let mut keep = |entries: Vec<AuditEntry>| {
+            for entry in entries.into_iter().filter(|e| e.seq >= first) {
+                found.entry(entry.seq).or_insert(entry);
+            }
         };
-        self.query_limited(&spec, limit, |item| {
-            from_attr(item, attr::ENTRY, "audit entry")
-        })
-        .await
+        if let Some(item) = &tail {
+            keep(entries_of(item, "run audit tail")?);
+        }
+        // Items come in seq order; stop once `limit` entries precede everything unread.
+        let spec = self.audit_spec(run_id, first);
+        let mut start = None;
+        let mut from_items = 0usize;
+        loop {
+            let (items, next) = self.query_page(&spec, QUERY_PAGE, start).await?;
+            for item in &items {
+                let entries = entries_of(item, "audit entry")?;
+                from_items += entries.iter().filter(|e| e.seq >= first).count();
+                keep(entries);
+            }
+            match next {
+                Some(next) if from_items < limit => start = Some(next),
+                _ => break,
+            }
+        }
+        Ok(found.into_values().take(limit).collect())
     }
 
     async fn find_idempotency_key(&self, key_text: &str) -> Result<Option<String>, StoreError> {
