@@ -426,3 +426,59 @@ steps:
     assert_eq!(w.chain_entries(&build).await.len(), 1);
     assert_eq!(w.runs().await.len(), 1);
 }
+
+/// The lifecycle deliveries among handled messages: (event, run).
+fn lifecycle_deliveries(handled: &[WorkMessage]) -> Vec<(String, String)> {
+    handled
+        .iter()
+        .filter_map(|m| match m {
+            WorkMessage::Deliver {
+                run_id,
+                delivery: Delivery::Lifecycle { event, .. },
+                ..
+            } => Some((event.clone(), run_id.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A run's end costs a message and an invocation only when something needs it: here nothing
+/// does (no Slack, no webhook subscription, no concurrency limit, no workflow chains on
+/// `build`), so none is queued. Once a chained workflow exists, the end goes out; a trigger
+/// stored moments after the list was read applies once the list is older than
+/// `CHAIN_SOURCES_TTL_MS`, as documented.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_end_is_delivered_only_when_something_waits_on_it() {
+    let alone = world(&[BUILD]).await;
+    let build = alone.start("build", json!({"repo": "acme/app"})).await;
+    let handled = alone.settle().await;
+    assert_eq!(alone.run(&build).await.status, RunStatus::Succeeded);
+    assert!(
+        lifecycle_deliveries(&handled).is_empty(),
+        "nothing needs build's end: {handled:#?}"
+    );
+
+    let chained = world(&[BUILD, DEPLOY]).await;
+    let build = chained.start("build", json!({"repo": "acme/app"})).await;
+    let handled = chained.settle().await;
+    assert_eq!(
+        lifecycle_deliveries(&handled),
+        vec![("run.completed".to_string(), build)],
+        "deploy chains on build, so build's end goes out (deploy's own does not)"
+    );
+
+    // The executor that just saw "nothing chains on build" keeps that answer for a while.
+    use flowgate_shared::ports::WorkflowStore as _;
+    use flowgate_shared::runtime::{Clock as _, SystemClock};
+    let deploy = flowgate_shared::definition::parse_definition(DEPLOY).expect("deploy");
+    alone
+        .store
+        .put_workflow(&deploy, SystemClock.now_ms())
+        .await
+        .expect("store deploy");
+    let again = alone.start("build", json!({"repo": "acme/other"})).await;
+    let handled = alone.settle().await;
+    assert_eq!(alone.run(&again).await.status, RunStatus::Succeeded);
+    assert!(lifecycle_deliveries(&handled).is_empty(), "{handled:#?}");
+    assert!(alone.runs_of("deploy").await.is_empty());
+}

@@ -44,8 +44,8 @@ pub mod attr {
     pub const SK: &str = "sk";
     /// Entity kind for listing (S): `RUN`, `SESSION`, `WORKFLOW`; hash key of `by_kind`.
     pub const KIND: &str = "kind";
-    /// Listing order (N): a run's started key, a session's `updated_at`, a workflow's
-    /// `created_at`; range key of `by_kind` and `by_workflow`.
+    /// Listing order (N): a run's started key, a session's or a workflow's `created_at`;
+    /// range key of `by_kind` and `by_workflow`.
     pub const KIND_SK: &str = "kind_sk";
     /// A run's workflow id (S); hash key of `by_workflow` (only run items carry it).
     pub const RUN_WORKFLOW: &str = "run_wf";
@@ -1449,7 +1449,10 @@ impl RunStore for DynamoStore {
         let mut item = key(session_pk(&session.name), "SESSION");
         item.insert(attr::SESSION.into(), to_av("session", session)?);
         item.insert(attr::KIND.into(), s(KIND_SESSION));
-        item.insert(attr::KIND_SK.into(), n(session.updated_at));
+        // The creation time, which never changes: listings sort sessions by update time in
+        // memory anyway, and an index key that moved with every update cost the index a
+        // delete and a put per session write.
+        item.insert(attr::KIND_SK.into(), n(session.created_at));
         item.insert(attr::ACTIVE.into(), AttributeValue::Bool(session.active));
         self.client
             .put_item()

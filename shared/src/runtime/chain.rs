@@ -30,7 +30,7 @@ use super::error::ExecError;
 use super::executor::{Executor, MAX_WRITE_ATTEMPTS};
 use super::start::{NewRun, StartError, check_run, create_run};
 use crate::definition::{StoredWorkflow, TriggerDef};
-use crate::model::{AuditEntry, Run, RunStatus};
+use crate::model::{AuditEntry, Millis, Run, RunStatus};
 use crate::notify::Outcome;
 use crate::template;
 
@@ -42,6 +42,14 @@ pub const MAX_CHAIN_DEPTH: u32 = 5;
 
 /// The lifecycle events of a run that finished.
 pub(super) const FINISHED_EVENTS: [&str; 3] = ["run.completed", "run.failed", "run.cancelled"];
+
+/// How long the list of workflows that others chain on is reused before it is read again. A
+/// run that finishes queues its lifecycle delivery (a message and an invocation) only when
+/// something needs it; whether another workflow chains on it comes from this list, so a
+/// `workflow_completed` trigger added to a workflow applies to runs that finish up to this
+/// long after it was stored (as a new webhook subscription gets events within
+/// [`SUBSCRIPTIONS_CACHE_TTL`](crate::notify::webhooks::SUBSCRIPTIONS_CACHE_TTL)).
+pub const CHAIN_SOURCES_TTL_MS: Millis = 30_000;
 
 /// Audit entries read per call when looking for earlier chain entries.
 const AUDIT_PAGE: usize = 100;
@@ -92,6 +100,46 @@ impl Executor {
             }
         }
         self.append_notes(&run.id, notes).await
+    }
+
+    /// Whether some stored workflow has a `workflow_completed` trigger naming `workflow_id`,
+    /// from a list at most [`CHAIN_SOURCES_TTL_MS`] old (by the executor's clock). A store
+    /// error answers `true`: when in doubt, deliver and let chaining read the workflows itself.
+    pub(super) async fn chained_from(&self, workflow_id: &str) -> bool {
+        let now = self.clock.now_ms();
+        let cached = self
+            .chain_sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some((at, sources)) = cached
+            && (0..CHAIN_SOURCES_TTL_MS).contains(&(now - at))
+        {
+            return sources.contains(workflow_id);
+        }
+        match self.workflows.list_workflows().await {
+            Ok(list) => {
+                let sources: std::collections::HashSet<String> = list
+                    .iter()
+                    .flat_map(|stored| &stored.definition.triggers)
+                    .filter_map(|t| match t {
+                        TriggerDef::WorkflowCompleted { workflow, .. } => Some(workflow.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                let chained = sources.contains(workflow_id);
+                *self
+                    .chain_sources
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((now, std::sync::Arc::new(sources)));
+                chained
+            }
+            Err(e) => {
+                debug!(error = %e, "could not list workflows; delivering the run's end anyway");
+                true
+            }
+        }
     }
 
     /// The stored workflows (latest versions) with a `workflow_completed` trigger matching how

@@ -38,7 +38,7 @@ impl Executor {
         if let Some(notifier) = &self.notifier
             && let Some(delivery) = self.delivery_for(run, effect)
         {
-            if wanted(notifier, run, &delivery).await {
+            if self.wanted(notifier, run, &delivery).await {
                 self.queue_delivery(&run.id, delivery).await?;
             } else {
                 debug!(
@@ -620,27 +620,38 @@ fn describe(error: &reqwest::Error) -> String {
     text
 }
 
-/// Whether a delivery has anyone to deliver to. Every delivery costs a queue message and an
-/// invocation, so one that would only be logged is not queued: approval messages and run
-/// threads need Slack; a lifecycle event needs Slack, a webhook subscription that wants it,
-/// or is a run's end (which frees its concurrency slot and may chain other workflows).
-async fn wanted(notifier: &crate::notify::Notifier, run: &Run, delivery: &Delivery) -> bool {
-    if notifier.slack_client().is_some() {
-        return true;
-    }
-    match delivery {
-        Delivery::Lifecycle { event, .. } => {
-            super::chain::FINISHED_EVENTS.contains(&event.as_str())
-                || notifier
-                    .webhooks()
-                    .anyone_wants(event, &run.workflow_id)
-                    .await
+impl Executor {
+    /// Whether a delivery has anyone to deliver to. Every delivery costs a queue message and
+    /// an invocation, so one that would only be logged is not queued: approval messages and
+    /// run threads need Slack; a lifecycle event needs Slack or a webhook subscription that
+    /// wants it, and a run's end also goes out when the run holds a concurrency slot (the
+    /// next queued run waits on it) or another workflow chains on this one.
+    async fn wanted(
+        &self,
+        notifier: &crate::notify::Notifier,
+        run: &Run,
+        delivery: &Delivery,
+    ) -> bool {
+        if notifier.slack_client().is_some() {
+            return true;
         }
-        Delivery::Webhook { .. } => true,
-        Delivery::ApprovalRequested { .. }
-        | Delivery::ApprovalReminder { .. }
-        | Delivery::ApprovalClosed { .. }
-        | Delivery::SlackEphemeral { .. } => false,
+        match delivery {
+            Delivery::Lifecycle { event, .. } => {
+                let finished = super::chain::FINISHED_EVENTS.contains(&event.as_str());
+                (finished
+                    && (run.concurrency_group.is_some()
+                        || self.chained_from(&run.workflow_id).await))
+                    || notifier
+                        .webhooks()
+                        .anyone_wants(event, &run.workflow_id)
+                        .await
+            }
+            Delivery::Webhook { .. } => true,
+            Delivery::ApprovalRequested { .. }
+            | Delivery::ApprovalReminder { .. }
+            | Delivery::ApprovalClosed { .. }
+            | Delivery::SlackEphemeral { .. } => false,
+        }
     }
 }
 

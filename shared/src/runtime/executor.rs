@@ -53,6 +53,9 @@ pub struct Executor {
     /// Pinned definitions by (workflow id, version). Versions are immutable, so entries never
     /// go stale.
     definitions: Mutex<HashMap<(String, u64), Arc<WorkflowDefinition>>>,
+    /// Workflow ids some stored workflow's `workflow_completed` trigger names, and when that
+    /// was read (see [`super::chain::CHAIN_SOURCES_TTL_MS`]).
+    pub(super) chain_sources: Mutex<Option<(Millis, Arc<std::collections::HashSet<String>>)>>,
 }
 
 impl fmt::Debug for Executor {
@@ -140,6 +143,7 @@ impl Executor {
             clock,
             notifier: None,
             definitions: Mutex::new(HashMap::new()),
+            chain_sources: Mutex::new(None),
         })
     }
 
