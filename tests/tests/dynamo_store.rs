@@ -359,3 +359,80 @@ async fn a_finished_run_item_stays_under_one_write_unit() {
          bytes of JSON)"
     );
 }
+
+/// Entries that do not compress (random ids), so a decision's tail is several KB.
+fn bulky(run_id: &str, seqs: std::ops::Range<u64>) -> Vec<AuditEntry> {
+    seqs.map(|seq| {
+        let mut entry = audit_entry(run_id, seq, "step.started");
+        entry.data = json!({
+            "a": uuid::Uuid::new_v4().to_string(),
+            "b": uuid::Uuid::new_v4().to_string(),
+        });
+        entry
+    })
+    .collect()
+}
+
+#[tokio::test]
+async fn a_decision_too_big_for_the_run_item_goes_to_group_items_atomically() {
+    let (client, table) = table().await;
+    let store = DynamoStore::new(client.clone(), table.clone());
+    let run = full_run("r-bulky", "wf", BASE);
+    let id = run.id.clone();
+    store
+        .create_run(&run, &bulky(&id, 0..60))
+        .await
+        .expect("create with 60 entries");
+    let run_item = |items: &[(String, Item)]| {
+        items
+            .iter()
+            .find(|(sk, _)| sk == "RUN")
+            .expect("run item")
+            .1
+            .clone()
+    };
+    let items = partition(&client, &table, &id).await;
+    assert!(
+        !run_item(&items).contains_key(attr::AUDIT_TAIL),
+        "a big tail is not kept in the run item"
+    );
+    assert_eq!(items.len(), 2, "the entries are one group item");
+
+    // A small decision next: its tail rides in the item; nothing to copy first.
+    let v1 = next(&run, "small");
+    store
+        .put_run(&v1, 0, &[audit_entry(&id, 60, "small")])
+        .await
+        .expect("small decision");
+    // A big one from a stale version loses and writes nothing; from the current one it wins.
+    let err = store
+        .put_run(&next(&run, "stale"), 0, &bulky(&id, 60..120))
+        .await
+        .expect_err("stale");
+    assert!(err.is_conflict(), "{err:?}");
+    let fresh = DynamoStore::new(client.clone(), table.clone());
+    let v2 = next(&v1, "big");
+    fresh
+        .put_run(&v2, 1, &bulky(&id, 61..121))
+        .await
+        .expect("big decision");
+    let items = partition(&client, &table, &id).await;
+    assert!(!run_item(&items).contains_key(attr::AUDIT_TAIL));
+    let audit = store.audit(&id, None, 1_000).await.expect("audit");
+    assert_eq!(seqs(&audit), (0..121).collect::<Vec<_>>());
+    assert_eq!(
+        audit[60].kind, "small",
+        "the small tail was copied out first"
+    );
+    assert_eq!(
+        seqs(&store.audit(&id, Some(59), 3).await.expect("audit")),
+        vec![60, 61, 62]
+    );
+    // Reusing a seq is still refused (no tail to compare with: the group items are read).
+    let err = store
+        .put_run(&next(&v2, "dup"), 2, &[audit_entry(&id, 100, "dup")])
+        .await
+        .expect_err("seq 100 exists");
+    assert!(format!("{err:?}").contains("already exists"), "{err:?}");
+    assert_eq!(store.get_run(&id).await.expect("get"), Some(v2));
+}

@@ -130,6 +130,13 @@ const BATCH_GET_MAX: usize = 100;
 const BATCH_GET_ATTEMPTS: u32 = 8;
 /// Runs whose audit tail a store remembers (see [`TailCache`]); past this it starts over.
 const TAIL_CACHE_RUNS: usize = 4_096;
+/// A decision's audit entries ride in the run item only up to this many bytes deflated (one
+/// write unit): the tail stays in the item until the next decision with entries, and every
+/// write of the run until then pays for its size. Bigger ones go to audit group items in a
+/// transaction with the run instead.
+const TAIL_MAX_BYTES: usize = 1_024;
+/// Most bytes of one audit group item written that way (items stop at 400 KB).
+const GROUP_MAX_BYTES: usize = 300 * 1_024;
 
 fn run_pk(id: &str) -> String {
     format!("RUN#{id}")
@@ -642,6 +649,29 @@ impl DynamoStore {
         Ok((value, tail))
     }
 
+    /// Audit group items holding `entries` (in seq order), split so each stays under
+    /// [`GROUP_MAX_BYTES`] deflated: for decisions too big to keep in the run item.
+    fn group_items(&self, run_id: &str, entries: &[AuditEntry]) -> Result<Vec<Item>, StoreError> {
+        let Some(last) = entries.last() else {
+            return Ok(Vec::new());
+        };
+        let packed = pack("audit entries", entries)?;
+        let size = match &packed {
+            AttributeValue::B(b) => b.as_ref().len(),
+            _ => 0,
+        };
+        if size > GROUP_MAX_BYTES && entries.len() > 1 {
+            let (a, b) = entries.split_at(entries.len() / 2);
+            let mut items = self.group_items(run_id, a)?;
+            items.extend(self.group_items(run_id, b)?);
+            return Ok(items);
+        }
+        let mut item = key(run_pk(run_id), &audit_sk(last.seq));
+        item.insert(attr::ENTRIES_Z.into(), packed);
+        item.insert(attr::EXPIRES_AT.into(), self.expiry(last.at));
+        Ok(vec![item])
+    }
+
     fn remember_tail(&self, run_id: &str, version: u64, tail: Option<Tail>) {
         self.tails
             .lock()
@@ -1120,12 +1150,22 @@ impl RunStore for DynamoStore {
         let tail = (!audit.is_empty())
             .then(|| Self::tail_of(audit))
             .transpose()?;
+        // Entries too big to keep in the run item go to their own items, in one transaction.
+        let (tail, groups) = match tail {
+            Some((_, t)) if t.bytes.len() > TAIL_MAX_BYTES => {
+                let mut entries = audit.to_vec();
+                entries.sort_by_key(|e| e.seq);
+                (None, self.group_items(&run.id, &entries)?)
+            }
+            other => (other, Vec::new()),
+        };
         let item = self.run_item(run, tail.as_ref().map(|(value, _)| value))?;
         let taken = || StoreError::AlreadyExists {
             what: format!("run {}", run.id),
         };
-        let Some(k) = run.idempotency_key.as_deref() else {
-            // No idempotency record to keep in step: one conditional put.
+        let key_text = run.idempotency_key.as_deref();
+        if key_text.is_none() && groups.is_empty() {
+            // Nothing to keep in step with the run: one conditional put.
             match self
                 .client
                 .put_item()
@@ -1144,21 +1184,26 @@ impl RunStore for DynamoStore {
             }
             self.remember_tail(&run.id, run.version, tail.map(|(_, t)| t));
             return Ok(CreateOutcome::Created);
-        };
-        let mut idem = key(idem_pk(k), "IDEM");
-        idem.insert(attr::RUN_ID.into(), s(&run.id));
-        idem.insert(attr::EXPIRES_AT.into(), self.expiry(run.created_at));
-        let items = vec![
-            self.put(item, "attribute_not_exists(#pk)", None)?,
-            self.put(idem, "attribute_not_exists(#pk)", None)?,
-        ];
+        }
+        let mut items = vec![self.put(item, "attribute_not_exists(#pk)", None)?];
+        if let Some(k) = key_text {
+            let mut idem = key(idem_pk(k), "IDEM");
+            idem.insert(attr::RUN_ID.into(), s(&run.id));
+            idem.insert(attr::EXPIRES_AT.into(), self.expiry(run.created_at));
+            items.push(self.put(idem, "attribute_not_exists(#pk)", None)?);
+        }
+        for group in groups {
+            items.push(self.put(group, "attribute_not_exists(#pk)", None)?);
+        }
         match self.transact(items, "TransactWriteItems(create run)").await {
             Ok(()) => {
                 self.remember_tail(&run.id, run.version, tail.map(|(_, t)| t));
                 Ok(CreateOutcome::Created)
             }
             Err(e) => {
-                if e.failed(1) {
+                if let Some(k) = key_text
+                    && e.failed(1)
+                {
                     // Someone created a run with this key in the meantime.
                     if let Some(existing) = self.find_idempotency_key(k).await? {
                         return Ok(CreateOutcome::Existing(existing));
@@ -1306,6 +1351,26 @@ impl RunStore for DynamoStore {
             }
         }
         let (tail_value, tail) = Self::tail_of(audit)?;
+        if tail.bytes.len() > TAIL_MAX_BYTES {
+            // Too big to carry in the run item until the next decision: the run (without a
+            // tail; the previous one was copied above) and the entries' group items, atomically.
+            let mut entries = audit.to_vec();
+            entries.sort_by_key(|e| e.seq);
+            let mut items = vec![self.put(self.run_item(run, None)?, CONDITION, Some(values))?];
+            for group in self.group_items(&run.id, &entries)? {
+                items.push(self.put(group, "attribute_not_exists(#pk)", None)?);
+            }
+            let count = items.len();
+            return match self.transact(items, "TransactWriteItems(put run)").await {
+                Ok(()) => {
+                    self.remember_tail(&run.id, run.version, None);
+                    Ok(())
+                }
+                Err(e) if e.failed(0) => lost_race().await,
+                Err(e) if (1..count).any(|i| e.failed(i)) => duplicate(first),
+                Err(e) => Err(e.into_store_error("put run")),
+            };
+        }
         let result = self
             .client
             .put_item()
