@@ -679,6 +679,23 @@ impl DynamoStore {
             .remember(run_id, version, tail);
     }
 
+    /// The run item's version and audit tail only (strongly consistent), if the run exists.
+    async fn run_head(&self, run_id: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key(run_pk(run_id), SK_RUN)))
+            .consistent_read(true)
+            .projection_expression("#v, #t")
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_names("#t", attr::AUDIT_TAIL)
+            .send()
+            .await
+            .map_err(|e| sdk_err("GetItem(run version and audit tail)", e))?;
+        Ok(out.item)
+    }
+
     /// The tail of the run version `expected` (from the cache, else one strongly consistent
     /// read of the version and tail), or that the write would lose.
     async fn tail_before(&self, run_id: &str, expected: u64) -> Result<Before, StoreError> {
@@ -694,19 +711,7 @@ impl DynamoStore {
             Some((version, _)) if version > expected => return Ok(Before::Stale),
             _ => {}
         }
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(run_pk(run_id), SK_RUN)))
-            .consistent_read(true)
-            .projection_expression("#v, #t")
-            .expression_attribute_names("#v", attr::VERSION)
-            .expression_attribute_names("#t", attr::AUDIT_TAIL)
-            .send()
-            .await
-            .map_err(|e| sdk_err("GetItem(run audit tail)", e))?;
-        let Some(item) = out.item else {
+        let Some(item) = self.run_head(run_id).await? else {
             return Ok(Before::Missing);
         };
         let what = format!("run {run_id}");
@@ -1460,18 +1465,7 @@ impl RunStore for DynamoStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let tail = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(run_pk(run_id), SK_RUN)))
-            .consistent_read(true)
-            .projection_expression("#t")
-            .expression_attribute_names("#t", attr::AUDIT_TAIL)
-            .send()
-            .await
-            .map_err(|e| sdk_err("GetItem(run audit tail)", e))?
-            .item;
+        let tail = self.run_head(run_id).await?;
         let mut found: BTreeMap<u64, AuditEntry> = BTreeMap::new();
         let mut keep = |entries: Vec<AuditEntry>| {
             for entry in entries.into_iter().filter(|e| e.seq >= first) {
