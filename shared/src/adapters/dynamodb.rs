@@ -128,6 +128,8 @@ const QUERY_PAGE: i32 = 100;
 const BATCH_GET_MAX: usize = 100;
 /// Rounds of `BatchGetItem` for one batch's unprocessed keys before giving up (retryable).
 const BATCH_GET_ATTEMPTS: u32 = 8;
+/// A run write's condition: the run exists and still has the version the writer read.
+const RUN_VERSION_CONDITION: &str = "attribute_exists(#pk) AND #v = :expected";
 /// Runs whose audit tail a store remembers (see [`TailCache`]); past this it starts over.
 const TAIL_CACHE_RUNS: usize = 4_096;
 /// A decision's audit entries ride in the run item only up to this many bytes deflated (one
@@ -677,6 +679,175 @@ impl DynamoStore {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remember(run_id, version, tail);
+    }
+
+    /// What a conditional run write that failed its condition means: the run is gone, or
+    /// someone wrote a newer version.
+    async fn lost_race(&self, run_id: &str, expected_version: u64) -> Result<(), StoreError> {
+        if self.get_run(run_id).await?.is_none() {
+            return Err(StoreError::NotFound {
+                what: format!("run {run_id}"),
+            });
+        }
+        tracing::debug!(run_id, expected_version, "version conflict");
+        Err(StoreError::Conflict {
+            what: format!("run {run_id}"),
+            expected: expected_version,
+        })
+    }
+
+    /// The names and values of [`RUN_VERSION_CONDITION`].
+    fn version_condition(expected_version: u64) -> (Item, HashMap<String, String>) {
+        let names = HashMap::from([
+            ("#pk".to_string(), attr::PK.to_string()),
+            ("#v".to_string(), attr::VERSION.to_string()),
+        ]);
+        let values = HashMap::from([(":expected".to_string(), n(expected_version))]);
+        (values, names)
+    }
+
+    /// A run write without audit entries: one conditional `UpdateItem` that sets every
+    /// attribute of the new item but the keys, removes the optional ones it does not have (and
+    /// the map an earlier version stored the run in), and leaves the audit tail alone.
+    async fn put_progress(&self, run: &Run, expected_version: u64) -> Result<(), StoreError> {
+        let (mut values, mut names) = Self::version_condition(expected_version);
+        let mut item = self.run_item(run, None)?;
+        item.remove(attr::PK);
+        item.remove(attr::SK);
+        let removes: Vec<&str> = [attr::EXPIRES_AT, attr::DUE, attr::WAKE_AT, attr::RUN]
+            .into_iter()
+            .filter(|name| !item.contains_key(*name))
+            .collect();
+        let mut sets = Vec::new();
+        for (i, (name, value)) in item.into_iter().enumerate() {
+            names.insert(format!("#a{i}"), name);
+            values.insert(format!(":a{i}"), value);
+            sets.push(format!("#a{i} = :a{i}"));
+        }
+        let mut expression = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            let mut list = Vec::new();
+            for (i, name) in removes.into_iter().enumerate() {
+                names.insert(format!("#r{i}"), name.to_string());
+                list.push(format!("#r{i}"));
+            }
+            expression.push_str(&format!(" REMOVE {}", list.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(run_pk(&run.id), SK_RUN)))
+            .update_expression(expression)
+            .condition_expression(RUN_VERSION_CONDITION)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                // The tail is unchanged: carry it over to the new version.
+                let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
+                match tails.runs.get(&run.id).cloned() {
+                    Some((v, tail)) if v == expected_version => {
+                        tails.remember(&run.id, run.version, tail);
+                    }
+                    _ => {
+                        tails.runs.remove(&run.id);
+                    }
+                }
+                Ok(())
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                self.lost_race(&run.id, expected_version).await
+            }
+            Err(e) => Err(sdk_err("UpdateItem(put run)", e)),
+        }
+    }
+
+    /// A run write with audit entries: copy the tail it replaces, then put the run item with
+    /// the new entries as its tail (or, for entries too big to carry, in group items of one
+    /// transaction with the run). Two plain writes at one unit per KB each, where a
+    /// transaction of the run and an item per entry cost two units per KB per item; a crash
+    /// between the two leaves a copy of a committed tail, which readers merge by seq.
+    async fn put_decision(
+        &self,
+        run: &Run,
+        expected_version: u64,
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        let (values, names) = Self::version_condition(expected_version);
+        let first = audit.iter().map(|e| e.seq).min().unwrap_or_default();
+        let duplicate = |seq: u64| {
+            Err(StoreError::invalid(
+                "audit",
+                format!("audit entry {seq} of run {} already exists", run.id),
+            ))
+        };
+        match self.tail_before(&run.id, expected_version).await? {
+            Before::Missing => {
+                return Err(StoreError::NotFound {
+                    what: format!("run {}", run.id),
+                });
+            }
+            Before::Stale => return self.lost_race(&run.id, expected_version).await,
+            Before::Tail(Some(tail)) => {
+                if first <= tail.last_seq {
+                    return duplicate(first);
+                }
+                self.flush_tail(&run.id, &tail).await?;
+            }
+            Before::Tail(None) => {
+                if self.audit_stored_from(&run.id, first).await? {
+                    return duplicate(first);
+                }
+            }
+        }
+        let (tail_value, tail) = Self::tail_of(audit)?;
+        if tail.bytes.len() > TAIL_MAX_BYTES {
+            // Too big to carry in the run item until the next decision: the run (without a
+            // tail; the previous one was copied above) and the entries' group items, atomically.
+            let mut entries = audit.to_vec();
+            entries.sort_by_key(|e| e.seq);
+            let mut items = vec![self.put(
+                self.run_item(run, None)?,
+                RUN_VERSION_CONDITION,
+                Some(values),
+            )?];
+            for group in self.group_items(&run.id, &entries)? {
+                items.push(self.put(group, "attribute_not_exists(#pk)", None)?);
+            }
+            let count = items.len();
+            return match self.transact(items, "TransactWriteItems(put run)").await {
+                Ok(()) => {
+                    self.remember_tail(&run.id, run.version, None);
+                    Ok(())
+                }
+                Err(e) if e.failed(0) => self.lost_race(&run.id, expected_version).await,
+                Err(e) if (1..count).any(|i| e.failed(i)) => duplicate(first),
+                Err(e) => Err(e.into_store_error("put run")),
+            };
+        }
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.run_item(run, Some(&tail_value))?))
+            .condition_expression(RUN_VERSION_CONDITION)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await;
+        match result {
+            Ok(_) => {
+                self.remember_tail(&run.id, run.version, Some(tail));
+                Ok(())
+            }
+            Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
+                self.lost_race(&run.id, expected_version).await
+            }
+            Err(e) => Err(sdk_err("PutItem(put run)", e)),
+        }
     }
 
     /// The run item's version and audit tail only (strongly consistent), if the run exists.
@@ -1237,11 +1408,9 @@ impl RunStore for DynamoStore {
     }
 
     /// Progress without audit entries is one conditional `UpdateItem` that leaves the audit
-    /// tail as it is. A decision with entries copies the tail it replaces to its own item
-    /// first (see [`DynamoStore::flush_tail`]), then puts the run item with its own entries as
-    /// the new tail, conditional on the version: two plain writes at one unit per KB each,
-    /// where a transaction of the run and an item per entry cost two units per KB per item.
-    /// A crash between the two leaves a copy of a committed tail, which readers merge by seq.
+    /// tail as it is ([`DynamoStore::put_progress`]); a decision with entries copies the tail
+    /// it replaces to its own item first, then puts the run item with its own entries as the
+    /// new tail, conditional on the version ([`DynamoStore::put_decision`]).
     #[tracing::instrument(
         level = "debug",
         skip_all,
@@ -1255,144 +1424,10 @@ impl RunStore for DynamoStore {
     ) -> Result<(), StoreError> {
         check_put(run, expected_version)?;
         check_audit(run, audit)?;
-        let lost_race = || async {
-            if self.get_run(&run.id).await?.is_none() {
-                return Err(StoreError::NotFound {
-                    what: format!("run {}", run.id),
-                });
-            }
-            tracing::debug!(run_id = %run.id, expected_version, "version conflict");
-            Err(StoreError::Conflict {
-                what: format!("run {}", run.id),
-                expected: expected_version,
-            })
-        };
-        let mut names = HashMap::from([
-            ("#pk".to_string(), attr::PK.to_string()),
-            ("#v".to_string(), attr::VERSION.to_string()),
-        ]);
-        let mut values = HashMap::from([(":expected".to_string(), n(expected_version))]);
-        const CONDITION: &str = "attribute_exists(#pk) AND #v = :expected";
-
         if audit.is_empty() {
-            // Set every attribute of the new item but the keys; remove the optional ones it
-            // does not have (and the map an earlier version stored the run in).
-            let mut item = self.run_item(run, None)?;
-            item.remove(attr::PK);
-            item.remove(attr::SK);
-            let removes: Vec<&str> = [attr::EXPIRES_AT, attr::DUE, attr::WAKE_AT, attr::RUN]
-                .into_iter()
-                .filter(|name| !item.contains_key(*name))
-                .collect();
-            let mut sets = Vec::new();
-            for (i, (name, value)) in item.into_iter().enumerate() {
-                names.insert(format!("#a{i}"), name);
-                values.insert(format!(":a{i}"), value);
-                sets.push(format!("#a{i} = :a{i}"));
-            }
-            let mut expression = format!("SET {}", sets.join(", "));
-            if !removes.is_empty() {
-                let mut list = Vec::new();
-                for (i, name) in removes.into_iter().enumerate() {
-                    names.insert(format!("#r{i}"), name.to_string());
-                    list.push(format!("#r{i}"));
-                }
-                expression.push_str(&format!(" REMOVE {}", list.join(", ")));
-            }
-            let result = self
-                .client
-                .update_item()
-                .table_name(&self.table)
-                .set_key(Some(key(run_pk(&run.id), SK_RUN)))
-                .update_expression(expression)
-                .condition_expression(CONDITION)
-                .set_expression_attribute_names(Some(names))
-                .set_expression_attribute_values(Some(values))
-                .send()
-                .await;
-            return match result {
-                Ok(_) => {
-                    // The tail is unchanged: carry it over to the new version.
-                    let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
-                    match tails.runs.get(&run.id).cloned() {
-                        Some((v, tail)) if v == expected_version => {
-                            tails.remember(&run.id, run.version, tail);
-                        }
-                        _ => {
-                            tails.runs.remove(&run.id);
-                        }
-                    }
-                    Ok(())
-                }
-                Err(e) if e.code() == Some("ConditionalCheckFailedException") => lost_race().await,
-                Err(e) => Err(sdk_err("UpdateItem(put run)", e)),
-            };
-        }
-
-        let first = audit.iter().map(|e| e.seq).min().unwrap_or_default();
-        let duplicate = |seq: u64| {
-            Err(StoreError::invalid(
-                "audit",
-                format!("audit entry {seq} of run {} already exists", run.id),
-            ))
-        };
-        match self.tail_before(&run.id, expected_version).await? {
-            Before::Missing => {
-                return Err(StoreError::NotFound {
-                    what: format!("run {}", run.id),
-                });
-            }
-            Before::Stale => return lost_race().await,
-            Before::Tail(Some(tail)) => {
-                if first <= tail.last_seq {
-                    return duplicate(first);
-                }
-                self.flush_tail(&run.id, &tail).await?;
-            }
-            Before::Tail(None) => {
-                if self.audit_stored_from(&run.id, first).await? {
-                    return duplicate(first);
-                }
-            }
-        }
-        let (tail_value, tail) = Self::tail_of(audit)?;
-        if tail.bytes.len() > TAIL_MAX_BYTES {
-            // Too big to carry in the run item until the next decision: the run (without a
-            // tail; the previous one was copied above) and the entries' group items, atomically.
-            let mut entries = audit.to_vec();
-            entries.sort_by_key(|e| e.seq);
-            let mut items = vec![self.put(self.run_item(run, None)?, CONDITION, Some(values))?];
-            for group in self.group_items(&run.id, &entries)? {
-                items.push(self.put(group, "attribute_not_exists(#pk)", None)?);
-            }
-            let count = items.len();
-            return match self.transact(items, "TransactWriteItems(put run)").await {
-                Ok(()) => {
-                    self.remember_tail(&run.id, run.version, None);
-                    Ok(())
-                }
-                Err(e) if e.failed(0) => lost_race().await,
-                Err(e) if (1..count).any(|i| e.failed(i)) => duplicate(first),
-                Err(e) => Err(e.into_store_error("put run")),
-            };
-        }
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.run_item(run, Some(&tail_value))?))
-            .condition_expression(CONDITION)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await;
-        match result {
-            Ok(_) => {
-                self.remember_tail(&run.id, run.version, Some(tail));
-                Ok(())
-            }
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => lost_race().await,
-            Err(e) => Err(sdk_err("PutItem(put run)", e)),
+            self.put_progress(run, expected_version).await
+        } else {
+            self.put_decision(run, expected_version, audit).await
         }
     }
 
