@@ -935,13 +935,18 @@ impl DynamoStore {
             AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(tail.bytes.clone())),
         );
         item.insert(attr::EXPIRES_AT.into(), self.expiry(tail.last_at));
+        self.put_unconditional(item, "PutItem(audit group)").await
+    }
+
+    /// Put `item` whatever is there (`op` names the request in errors).
+    async fn put_unconditional(&self, item: Item, op: &str) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item))
             .send()
             .await
-            .map_err(|e| sdk_err("PutItem(audit group)", e))?;
+            .map_err(|e| sdk_err(op, e))?;
         Ok(())
     }
 
@@ -1548,14 +1553,7 @@ impl RunStore for DynamoStore {
         // delete and a put per session write.
         item.insert(attr::KIND_SK.into(), n(session.created_at));
         item.insert(attr::ACTIVE.into(), AttributeValue::Bool(session.active));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_err("PutItem(session)", e))?;
-        Ok(())
+        self.put_unconditional(item, "PutItem(session)").await
     }
 
     async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
@@ -1778,14 +1776,7 @@ impl RecordStore for DynamoStore {
         expires_at: Option<Millis>,
     ) -> Result<(), StoreError> {
         let item = Self::record_item(collection, id, value, expires_at)?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| sdk_err("PutItem(record)", e))?;
-        Ok(())
+        self.put_unconditional(item, "PutItem(record)").await
     }
 
     async fn get_record(
