@@ -23,6 +23,11 @@ use crate::ports::{MAX_DELAY, WorkMessage};
 /// must stay well inside DynamoDB's 400 KB limit).
 pub const MAX_HTTP_OUTPUT_BYTES: usize = 64 * 1024;
 
+/// Record collection of agent-start claims (see `Executor::claim_start`).
+pub const START_CLAIMS: &str = "agent-start-claims";
+/// How long a claim is kept: far longer than any redelivery of the message that made it.
+const START_CLAIM_TTL_MS: i64 = 24 * 3_600_000;
+
 /// Characters of a failing response body quoted in the step's error.
 const ERROR_SNIPPET_CHARS: usize = 200;
 
@@ -55,7 +60,7 @@ impl Executor {
                 spec,
                 reissue,
             } => {
-                let look_up = *reissue || !applied.fresh;
+                let look_up = *reissue || (!applied.fresh && !self.claim_start(spec).await);
                 Ok(self.start_agent(run, step, *attempt, spec, look_up).await)
             }
             Effect::PollAgent {
@@ -194,6 +199,35 @@ impl Executor {
                     "lifecycle event"
                 );
                 Ok(None)
+            }
+        }
+    }
+
+    /// Claim the first start of an attempt's agent run from a queued message (an approval's
+    /// deferred effects), which may be delivered twice: whoever creates the claim record
+    /// (keyed by the attempt's session name) is the first and starts without looking the run
+    /// up by session name, a look-up that lists the agent service's recent runs and grew to
+    /// seconds under load. A second delivery, or a crash after claiming, finds the claim and
+    /// looks up as before; so does anything that cannot claim (no record store, a store
+    /// error). The claim costs one small write.
+    async fn claim_start(&self, spec: &AgentStartSpec) -> bool {
+        let Some(records) = self.records() else {
+            return false;
+        };
+        let expires_at = self.clock.now_ms() + START_CLAIM_TTL_MS;
+        match records
+            .create_record(
+                START_CLAIMS,
+                &spec.session_name,
+                &json!({"workflow": spec.workflow}),
+                Some(expires_at),
+            )
+            .await
+        {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                debug!(error = %e, "could not claim the agent start; looking the run up first");
+                false
             }
         }
     }
