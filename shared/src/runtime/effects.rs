@@ -25,8 +25,21 @@ pub const MAX_HTTP_OUTPUT_BYTES: usize = 64 * 1024;
 
 /// Record collection of agent-start claims (see `Executor::claim_start`).
 pub const START_CLAIMS: &str = "agent-start-claims";
-/// How long a claim is kept: far longer than any redelivery of the message that made it.
-const START_CLAIM_TTL_MS: i64 = 24 * 3_600_000;
+/// How long a claim is kept: far longer than any redelivery or re-issue of the start.
+const START_CLAIM_TTL_MS: i64 = 7 * 24 * 3_600_000;
+
+/// The outcome of claiming an attempt's agent start.
+enum Claim {
+    /// Nobody claimed it before: no start of the attempt happened from a queued message or
+    /// a re-issue.
+    First,
+    /// Claimed before: a start may have happened.
+    Taken,
+    /// No record store to claim in (starts look up as they did without claims).
+    NoStore,
+    /// The claim could not be written or read back.
+    Unknown,
+}
 
 /// Characters of a failing response body quoted in the step's error.
 const ERROR_SNIPPET_CHARS: usize = 200;
@@ -60,7 +73,17 @@ impl Executor {
                 spec,
                 reissue,
             } => {
-                let look_up = *reissue || (!applied.fresh && !self.claim_start(spec).await);
+                // A start performed right after its own write is the only one; any other may
+                // repeat one that happened, so it claims the attempt first (see `claim_start`).
+                let look_up = if applied.fresh && !*reissue {
+                    false
+                } else {
+                    match self.claim_start(spec).await {
+                        Claim::First => *reissue,
+                        Claim::Taken | Claim::NoStore => true,
+                        Claim::Unknown => return Ok(None),
+                    }
+                };
                 Ok(self.start_agent(run, step, *attempt, spec, look_up).await)
             }
             Effect::PollAgent {
@@ -203,16 +226,18 @@ impl Executor {
         }
     }
 
-    /// Claim the first start of an attempt's agent run from a queued message (an approval's
-    /// deferred effects), which may be delivered twice: whoever creates the claim record
-    /// (keyed by the attempt's session name) is the first and starts without looking the run
-    /// up by session name, a look-up that lists the agent service's recent runs and grew to
-    /// seconds under load. A second delivery, or a crash after claiming, finds the claim and
-    /// looks up as before; so does anything that cannot claim (no record store, a store
-    /// error). The claim costs one small write.
-    async fn claim_start(&self, spec: &AgentStartSpec) -> bool {
+    /// Claim an attempt's agent start before performing it from anywhere but right after its
+    /// own write (a queued message that may be delivered twice, a re-issue): the claim is a
+    /// create-if-absent record keyed by the attempt's session name. Every such start claims
+    /// first, so whoever creates the claim of a queued start is the first to start the
+    /// attempt at all and needs no look-up by session name (which lists the agent service's
+    /// recent runs and grew to seconds under load); a claim already there means a start may
+    /// have happened, so look it up. A re-issue always looks up (the first start may have been
+    /// one right after its write, which does not claim). When the claim cannot be written, the
+    /// start waits for the engine's re-issue rather than risk a second agent run.
+    async fn claim_start(&self, spec: &AgentStartSpec) -> Claim {
         let Some(records) = self.records() else {
-            return false;
+            return Claim::NoStore;
         };
         let expires_at = self.clock.now_ms() + START_CLAIM_TTL_MS;
         match records
@@ -224,10 +249,11 @@ impl Executor {
             )
             .await
         {
-            Ok(claimed) => claimed,
+            Ok(true) => Claim::First,
+            Ok(false) => Claim::Taken,
             Err(e) => {
-                debug!(error = %e, "could not claim the agent start; looking the run up first");
-                false
+                warn!(error = %e, "could not claim the agent start; not starting now (the engine re-issues it in 30 s)");
+                Claim::Unknown
             }
         }
     }

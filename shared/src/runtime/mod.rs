@@ -28,7 +28,7 @@ pub use chain::MAX_CHAIN_DEPTH;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use concurrency::{Admission, GROUPS, GroupState, ORPHAN_AFTER_MS, group_of};
 pub use deliver::MAX_DELIVERY_ATTEMPTS;
-pub use effects::MAX_HTTP_OUTPUT_BYTES;
+pub use effects::{MAX_HTTP_OUTPUT_BYTES, START_CLAIMS};
 pub use error::ExecError;
 pub use executor::{
     CommandError, Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until,
