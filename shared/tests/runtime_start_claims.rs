@@ -6,75 +6,17 @@
 mod runtime_support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use flowgate_shared::adapters::embedded::EmbeddedStore;
-use flowgate_shared::adapters::memqueue::MemQueue;
-use flowgate_shared::agent::{
-    AddMessageResponse, AgentClient, AgentError, KillOutcome, MessageType, RunSummary,
-    StartRunResponse,
-};
-use flowgate_shared::engine::{AgentObservation, AgentStartSpec, Event};
+use flowgate_shared::engine::Event;
 use flowgate_shared::model::{ApprovalDecision, Millis, RunStatus, StepStatus};
-use flowgate_shared::ports::{
-    RecordStore, RunStore, StoreError, WorkMessage, WorkQueue, WorkflowStore,
-};
-use flowgate_shared::runtime::{AgentApi, Clock as _, Executor, NewRun, SystemClock, start_run};
+use flowgate_shared::ports::{RecordStore, RunStore, StoreError, WorkMessage, WorkQueue};
+use flowgate_shared::runtime::START_CLAIMS;
 use runtime_support::*;
-use serde_json::Value;
-
-/// The simulator's client, counting starts and look-ups by session name.
-struct Counting {
-    inner: AgentClient,
-    starts: AtomicUsize,
-    look_ups: AtomicUsize,
-}
-
-#[async_trait]
-impl AgentApi for Counting {
-    async fn start_run(&self, spec: &AgentStartSpec) -> Result<StartRunResponse, AgentError> {
-        self.starts.fetch_add(1, Ordering::SeqCst);
-        self.inner.start_run(spec).await
-    }
-
-    async fn find_run_by_session_name(
-        &self,
-        workflow: &str,
-        session_name: &str,
-        not_before: Option<Millis>,
-    ) -> Result<Option<RunSummary>, AgentError> {
-        self.look_ups.fetch_add(1, Ordering::SeqCst);
-        self.inner
-            .find_run_by_session_name(workflow, session_name, not_before)
-            .await
-    }
-
-    async fn observe(&self, workflow: &str, run_id: &str) -> Result<AgentObservation, AgentError> {
-        self.inner.observe(workflow, run_id).await
-    }
-
-    async fn kill_if_active(&self, run_id: &str, force: bool) -> Result<KillOutcome, AgentError> {
-        self.inner.kill_if_active(run_id, force).await
-    }
-
-    async fn add_message(
-        &self,
-        run_id: &str,
-        message_type: MessageType,
-        content: &str,
-    ) -> Result<AddMessageResponse, AgentError> {
-        self.inner.add_message(run_id, message_type, content).await
-    }
-}
-
-const GATED: &str = r#"
-id: gated
-steps:
-  - {id: approve, kind: approval, message: "go?", approvers: [ann]}
-  - {id: build, kind: agent, workflow: implement, message: "build it [sim min=1 max=1]", depends_on: [approve]}
-"#;
+use serde_json::{Value, json};
 
 /// The embedded store's records, whose next claim write fails without effect when `fail`
 /// is set (a throttled request).
@@ -92,9 +34,7 @@ impl RecordStore for FlakyClaims {
         value: &Value,
         expires_at: Option<Millis>,
     ) -> Result<bool, StoreError> {
-        if collection == flowgate_shared::runtime::START_CLAIMS
-            && self.fail.swap(false, Ordering::SeqCst)
-        {
+        if collection == START_CLAIMS && self.fail.swap(false, Ordering::SeqCst) {
             return Err(StoreError::Unavailable {
                 message: "throttled".into(),
             });
@@ -130,99 +70,88 @@ impl RecordStore for FlakyClaims {
     }
 }
 
-struct World {
-    _dir: tempfile::TempDir,
-    _sim: flowgate_shared::agent::simulator::SimulatorHandle,
-    store: Arc<EmbeddedStore>,
-    queue: Arc<MemQueue>,
-    agent: Arc<Counting>,
+const GATED: &str = r#"
+id: gated
+steps:
+  - {id: approve, kind: approval, message: "go?", approvers: [ann]}
+  - {id: build, kind: agent, workflow: implement, message: "build it [sim min=1 max=1]", depends_on: [approve]}
+"#;
+
+/// A notified world whose agent calls are logged by a fuse that never fires, and whose claim
+/// writes can be made to fail.
+struct Gated {
+    w: NotifiedWorld,
+    /// Logs every agent call (it never fires).
+    fuse: Arc<Fuse>,
     records: Arc<FlakyClaims>,
-    executor: Executor,
+    run_id: String,
+    approval: String,
 }
 
-/// A run of `GATED` waiting at its approval, and the approval's id.
-async fn gated_run() -> (World, String, String) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = open_store(&dir);
-    let queue = Arc::new(MemQueue::new(Duration::from_secs(1)));
-    let sim = fast_simulator().await;
-    let agent = Arc::new(Counting {
-        inner: client(&sim, Duration::from_secs(300)),
-        starts: AtomicUsize::new(0),
-        look_ups: AtomicUsize::new(0),
-    });
-    let records = Arc::new(FlakyClaims {
-        inner: store.clone(),
-        fail: AtomicBool::new(false),
-    });
-    let notifier = flowgate_shared::notify::config::NotifyConfig::default()
-        .build(records.clone())
-        .expect("notifier");
-    let executor = Executor::new(
-        store.clone(),
-        store.clone(),
-        queue.clone(),
-        agent.clone(),
-        Arc::new(SystemClock),
-    )
-    .expect("executor")
-    .with_notifier(Arc::new(notifier));
-    let def = flowgate_shared::definition::parse_definition(GATED).expect("definition");
-    store
-        .put_workflow(&def, SystemClock.now_ms())
-        .await
-        .expect("store the workflow");
-    let started = start_run(
-        &*store,
-        &*store,
-        &*queue,
-        &*store,
-        SystemClock.now_ms(),
-        NewRun {
-            workflow_id: "gated".into(),
-            ..NewRun::default()
+/// A run of `GATED` waiting at its approval.
+async fn gated_run() -> Gated {
+    let fuse = Fuse::never();
+    let agent_fuse = fuse.clone();
+    let mut flaky = None;
+    let w = notified_world_with(
+        &[GATED],
+        |sim| {
+            Arc::new(CrashAgent {
+                inner: client(sim, Duration::from_secs(300)),
+                fuse: agent_fuse,
+            })
+        },
+        |store| {
+            let records = Arc::new(FlakyClaims {
+                inner: store,
+                fail: AtomicBool::new(false),
+            });
+            flaky = Some(records.clone());
+            records
         },
     )
-    .await
-    .expect("start");
-    let run_id = started.run_id;
+    .await;
+    let run_id = w
+        .try_start("gated", json!({}), None)
+        .await
+        .expect("start")
+        .run_id;
     // The start: the approval opens (nothing else happens without Slack).
-    for m in queue
+    for m in w
+        .queue
         .receive(10, Duration::from_millis(200))
         .await
         .expect("receive")
     {
-        executor.handle(&m.message).await.expect("start");
-        queue.ack(&m.receipt).await.expect("ack");
+        w.executor.handle(&m.message).await.expect("start");
+        w.queue.ack(&m.receipt).await.expect("ack");
     }
-    let run = store.get_run(&run_id).await.expect("read").expect("run");
+    let run = w.store.get_run(&run_id).await.expect("read").expect("run");
     let approval = run.steps["approve"]
         .approval
         .as_ref()
         .expect("approval open")
         .id
         .clone();
-    let world = World {
-        _dir: dir,
-        _sim: sim,
-        store,
-        queue,
-        agent,
-        records,
-        executor,
-    };
-    (world, run_id, approval)
+    Gated {
+        w,
+        fuse,
+        records: flaky.expect("the world built its records"),
+        run_id,
+        approval,
+    }
 }
 
-impl World {
+impl Gated {
     /// Approve as the approvals function does (written now, effects queued) and return the
     /// queued `Perform` message.
-    async fn approve(&self, run_id: &str, approval: &str) -> WorkMessage {
-        self.executor
+    async fn approve(&self) -> WorkMessage {
+        self.w
+            .executor
             .command_deferred(
-                run_id,
+                &self.run_id,
                 Event::ApprovalDecided {
-                    approval_id: approval.to_string(),
+                    approval_id: self.approval.clone(),
                     by: "ann".into(),
                     decision: ApprovalDecision::Approve,
                     comment: None,
@@ -231,7 +160,8 @@ impl World {
             )
             .await
             .expect("decision");
-        self.queue
+        self.w
+            .queue
             .receive(10, Duration::from_millis(200))
             .await
             .expect("receive")
@@ -241,39 +171,50 @@ impl World {
             .message
     }
 
+    /// (agent starts, look-ups by session name) so far.
     fn counts(&self) -> (usize, usize) {
+        let log = self.fuse.log();
+        let count = |what: &str| log.iter().filter(|c| **c == what).count();
         (
-            self.agent.starts.load(Ordering::SeqCst),
-            self.agent.look_ups.load(Ordering::SeqCst),
+            count("agent.start_run"),
+            count("agent.find_run_by_session_name"),
         )
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queued_agent_start_is_claimed_once_and_a_second_delivery_adopts_the_run() {
-    let (w, run_id, approval) = gated_run().await;
-    let perform = w.approve(&run_id, &approval).await;
+    let g = gated_run().await;
+    let perform = g.approve().await;
 
     // First delivery: claims and starts without a look-up.
-    w.executor.handle(&perform).await.expect("first delivery");
-    assert_eq!(w.counts(), (1, 0), "one start, no look-up");
-    let upstream = w
-        .store
-        .get_run(&run_id)
-        .await
-        .expect("read")
-        .expect("run")
-        .steps["build"]
-        .agent
-        .as_ref()
-        .and_then(|a| a.upstream_run_id.clone())
-        .expect("the agent run is recorded");
+    g.w.executor.handle(&perform).await.expect("first delivery");
+    assert_eq!(g.counts(), (1, 0), "one start, no look-up");
+    let upstream =
+        g.w.store
+            .get_run(&g.run_id)
+            .await
+            .expect("read")
+            .expect("run")
+            .steps["build"]
+            .agent
+            .as_ref()
+            .and_then(|a| a.upstream_run_id.clone())
+            .expect("the agent run is recorded");
 
     // A second delivery of the same message, as SQS may make: the claim is taken, so it
     // looks the run up, and starts nothing new.
-    w.executor.handle(&perform).await.expect("second delivery");
-    assert_eq!(w.counts(), (1, 1), "no second agent run; one look-up");
-    let run = w.store.get_run(&run_id).await.expect("read").expect("run");
+    g.w.executor
+        .handle(&perform)
+        .await
+        .expect("second delivery");
+    assert_eq!(g.counts(), (1, 1), "no second agent run; one look-up");
+    let run =
+        g.w.store
+            .get_run(&g.run_id)
+            .await
+            .expect("read")
+            .expect("run");
     assert_eq!(run.status, RunStatus::Running);
     assert_eq!(run.steps["build"].status, StepStatus::Running);
     assert_eq!(
@@ -289,24 +230,32 @@ async fn a_queued_agent_start_is_claimed_once_and_a_second_delivery_adopts_the_r
 /// (else a later delivery would claim and start a second agent run without looking).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_whose_claim_cannot_be_written_waits_and_the_next_delivery_starts_once() {
-    let (w, run_id, approval) = gated_run().await;
-    let perform = w.approve(&run_id, &approval).await;
-    w.records.fail.store(true, Ordering::SeqCst);
-    w.executor.handle(&perform).await.expect("first delivery");
+    let g = gated_run().await;
+    let perform = g.approve().await;
+    g.records.fail.store(true, Ordering::SeqCst);
+    g.w.executor.handle(&perform).await.expect("first delivery");
     assert_eq!(
-        w.counts(),
+        g.counts(),
         (0, 0),
         "no claim, no start (the engine re-issues it)"
     );
-    let run = w.store.get_run(&run_id).await.expect("read").expect("run");
+    let run =
+        g.w.store
+            .get_run(&g.run_id)
+            .await
+            .expect("read")
+            .expect("run");
     assert!(
         run.steps["build"]
             .agent
             .as_ref()
             .is_none_or(|a| a.upstream_run_id.is_none())
     );
-    w.executor.handle(&perform).await.expect("second delivery");
-    assert_eq!(w.counts(), (1, 0), "the next delivery claims and starts");
-    w.executor.handle(&perform).await.expect("third delivery");
-    assert_eq!(w.counts(), (1, 1), "a later one looks up and adopts");
+    g.w.executor
+        .handle(&perform)
+        .await
+        .expect("second delivery");
+    assert_eq!(g.counts(), (1, 0), "the next delivery claims and starts");
+    g.w.executor.handle(&perform).await.expect("third delivery");
+    assert_eq!(g.counts(), (1, 1), "a later one looks up and adopts");
 }

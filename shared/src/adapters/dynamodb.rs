@@ -215,8 +215,8 @@ fn from_attr<T: DeserializeOwned>(item: &Item, name: &str, what: &str) -> Result
     dynamo::from_attribute_value(value.clone()).map_err(|e| StoreError::corrupt(what, e))
 }
 
-/// Deflated JSON of `value`, as a binary attribute.
-fn pack<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<AttributeValue, StoreError> {
+/// Deflated JSON of `value`.
+fn deflate<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<Vec<u8>, StoreError> {
     let json = serde_json::to_vec(value)
         .map_err(|e| StoreError::invalid("value", format!("{what} cannot be stored: {e}")))?;
     let mut encoder =
@@ -224,13 +224,16 @@ fn pack<T: Serialize + ?Sized>(what: &str, value: &T) -> Result<AttributeValue, 
     encoder
         .write_all(&json)
         .and_then(|()| encoder.finish())
-        .map(|bytes| AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes)))
         .map_err(|e| StoreError::Backend {
             message: format!("compressing {what}: {e}"),
         })
 }
 
-/// The value [`pack`] stored in `bytes`.
+fn binary(bytes: Vec<u8>) -> AttributeValue {
+    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes))
+}
+
+/// The value [`deflate`] made `bytes` from.
 fn unpack<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
     let mut json = Vec::with_capacity(bytes.len() * 3);
     flate2::read::DeflateDecoder::new(bytes)
@@ -274,27 +277,46 @@ fn entries_of(item: &Item, what: &str) -> Result<Vec<AuditEntry>, StoreError> {
     Ok(Vec::new())
 }
 
-/// A run item's audit tail as stored (the bytes become the group item unchanged) and the last
-/// seq in it.
+/// One decision's audit entries as stored, in a run item's tail or an audit group item:
+/// deflated JSON of the list in seq order. Copying a tail to its group item keeps the bytes.
 #[derive(Debug, Clone, PartialEq)]
-struct Tail {
-    bytes: Vec<u8>,
-    last_seq: u64,
-    last_at: Millis,
-}
+struct Tail(Vec<u8>);
 
 impl Tail {
-    fn of(item: &Item, what: &str) -> Result<Option<Tail>, StoreError> {
-        let Some(bytes) = blob(item, attr::AUDIT_TAIL, what)? else {
-            return Ok(None);
-        };
-        let entries: Vec<AuditEntry> = unpack(bytes, what)?;
-        Ok(entries.last().map(|last| Tail {
-            bytes: bytes.to_vec(),
-            last_seq: last.seq,
-            last_at: last.at,
-        }))
+    /// `entries`, in seq order.
+    fn pack(entries: &[AuditEntry]) -> Result<Tail, StoreError> {
+        deflate("audit entries", entries).map(Tail)
     }
+
+    /// The tail a run item carries, not decoded: reading a run (every poll does) needs only
+    /// the bytes, to copy them out if its next write is a decision with entries.
+    fn of(item: &Item, what: &str) -> Result<Option<Tail>, StoreError> {
+        Ok(blob(item, attr::AUDIT_TAIL, what)?.map(|bytes| Tail(bytes.to_vec())))
+    }
+
+    fn attribute(&self) -> AttributeValue {
+        binary(self.0.clone())
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The seq and time of the last entry: its group item's key and expiry.
+    fn last(&self) -> Result<(u64, Millis), StoreError> {
+        let entries: Vec<AuditEntry> = unpack(&self.0, "run audit tail")?;
+        entries
+            .last()
+            .map(|e| (e.seq, e.at))
+            .ok_or_else(|| StoreError::corrupt("run audit tail", "it holds no entry"))
+    }
+}
+
+/// Audit entries in seq order (the order tails and groups hold them in).
+fn in_seq_order(audit: &[AuditEntry]) -> Vec<AuditEntry> {
+    let mut entries = audit.to_vec();
+    entries.sort_by_key(|e| e.seq);
+    entries
 }
 
 /// The audit tail of the run versions this store last read or wrote, so a decision that
@@ -312,6 +334,18 @@ impl TailCache {
             self.runs.clear();
         }
         self.runs.insert(run_id.to_string(), (version, tail));
+    }
+
+    /// A write from `from` to `to` that left the tail as it was: carry a known tail over, and
+    /// forget one that was for another version.
+    fn advance(&mut self, run_id: &str, from: u64, to: u64) {
+        match self.runs.get_mut(run_id) {
+            Some((version, _)) if *version == from => *version = to,
+            Some(_) => {
+                self.runs.remove(run_id);
+            }
+            None => {}
+        }
     }
 }
 
@@ -608,11 +642,11 @@ impl DynamoStore {
 
     /// The whole run item: the run deflated, its audit tail (when given), and the top-level
     /// attributes the condition, the indexes, the filters and TTL need.
-    fn run_item(&self, run: &Run, tail: Option<&AttributeValue>) -> Result<Item, StoreError> {
+    fn run_item(&self, run: &Run, tail: Option<&Tail>) -> Result<Item, StoreError> {
         let mut item = key(run_pk(&run.id), SK_RUN);
-        item.insert(attr::RUN_Z.into(), pack("run", run)?);
+        item.insert(attr::RUN_Z.into(), binary(deflate("run", run)?));
         if let Some(tail) = tail {
-            item.insert(attr::AUDIT_TAIL.into(), tail.clone());
+            item.insert(attr::AUDIT_TAIL.into(), tail.attribute());
         }
         item.insert(attr::VERSION.into(), n(run.version));
         item.insert(attr::KIND.into(), s(KIND_RUN));
@@ -631,47 +665,33 @@ impl DynamoStore {
         Ok(item)
     }
 
-    /// A decision's audit entries as a run item's tail, and the tail's cache entry.
-    fn tail_of(audit: &[AuditEntry]) -> Result<(AttributeValue, Tail), StoreError> {
-        let mut entries = audit.to_vec();
-        entries.sort_by_key(|e| e.seq);
-        let value = pack("audit entries", &entries)?;
-        let last = entries.last().ok_or_else(|| StoreError::Backend {
-            message: "an audit tail needs at least one entry".into(),
-        })?;
-        let bytes = match &value {
-            AttributeValue::B(b) => b.as_ref().to_vec(),
-            _ => Vec::new(),
-        };
-        let tail = Tail {
-            bytes,
-            last_seq: last.seq,
-            last_at: last.at,
-        };
-        Ok((value, tail))
+    /// The audit group item holding `tail`, whose last entry has `last` (seq, time).
+    fn group_item(&self, run_id: &str, tail: &Tail, last: (u64, Millis)) -> Item {
+        let mut item = key(run_pk(run_id), &audit_sk(last.0));
+        item.insert(attr::ENTRIES_Z.into(), tail.attribute());
+        item.insert(attr::EXPIRES_AT.into(), self.expiry(last.1));
+        item
     }
 
-    /// Audit group items holding `entries` (in seq order), split so each stays under
-    /// [`GROUP_MAX_BYTES`] deflated: for decisions too big to keep in the run item.
-    fn group_items(&self, run_id: &str, entries: &[AuditEntry]) -> Result<Vec<Item>, StoreError> {
+    /// Audit group items holding `entries` (in seq order, `packed` = [`Tail::pack`] of them),
+    /// split so each stays under [`GROUP_MAX_BYTES`]: for decisions too big to keep in the
+    /// run item.
+    fn group_items(
+        &self,
+        run_id: &str,
+        entries: &[AuditEntry],
+        packed: Tail,
+    ) -> Result<Vec<Item>, StoreError> {
         let Some(last) = entries.last() else {
             return Ok(Vec::new());
         };
-        let packed = pack("audit entries", entries)?;
-        let size = match &packed {
-            AttributeValue::B(b) => b.as_ref().len(),
-            _ => 0,
-        };
-        if size > GROUP_MAX_BYTES && entries.len() > 1 {
+        if packed.len() > GROUP_MAX_BYTES && entries.len() > 1 {
             let (a, b) = entries.split_at(entries.len() / 2);
-            let mut items = self.group_items(run_id, a)?;
-            items.extend(self.group_items(run_id, b)?);
+            let mut items = self.group_items(run_id, a, Tail::pack(a)?)?;
+            items.extend(self.group_items(run_id, b, Tail::pack(b)?)?);
             return Ok(items);
         }
-        let mut item = key(run_pk(run_id), &audit_sk(last.seq));
-        item.insert(attr::ENTRIES_Z.into(), packed);
-        item.insert(attr::EXPIRES_AT.into(), self.expiry(last.at));
-        Ok(vec![item])
+        Ok(vec![self.group_item(run_id, &packed, (last.seq, last.at))])
     }
 
     fn remember_tail(&self, run_id: &str, version: u64, tail: Option<Tail>) {
@@ -746,16 +766,10 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => {
-                // The tail is unchanged: carry it over to the new version.
-                let mut tails = self.tails.lock().unwrap_or_else(PoisonError::into_inner);
-                match tails.runs.get(&run.id).cloned() {
-                    Some((v, tail)) if v == expected_version => {
-                        tails.remember(&run.id, run.version, tail);
-                    }
-                    _ => {
-                        tails.runs.remove(&run.id);
-                    }
-                }
+                self.tails
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .advance(&run.id, expected_version, run.version);
                 Ok(())
             }
             Err(e) if e.code() == Some("ConditionalCheckFailedException") => {
@@ -777,7 +791,8 @@ impl DynamoStore {
         audit: &[AuditEntry],
     ) -> Result<(), StoreError> {
         let (values, names) = Self::version_condition(expected_version);
-        let first = audit.iter().map(|e| e.seq).min().unwrap_or_default();
+        let entries = in_seq_order(audit);
+        let first = entries.first().map_or(0, |e| e.seq);
         let duplicate = |seq: u64| {
             Err(StoreError::invalid(
                 "audit",
@@ -792,10 +807,11 @@ impl DynamoStore {
             }
             Before::Stale => return self.lost_race(&run.id, expected_version).await,
             Before::Tail(Some(tail)) => {
-                if first <= tail.last_seq {
+                let last = tail.last()?;
+                if first <= last.0 {
                     return duplicate(first);
                 }
-                self.flush_tail(&run.id, &tail).await?;
+                self.flush_tail(&run.id, &tail, last).await?;
             }
             Before::Tail(None) => {
                 if self.audit_stored_from(&run.id, first).await? {
@@ -803,18 +819,16 @@ impl DynamoStore {
                 }
             }
         }
-        let (tail_value, tail) = Self::tail_of(audit)?;
-        if tail.bytes.len() > TAIL_MAX_BYTES {
+        let tail = Tail::pack(&entries)?;
+        if tail.len() > TAIL_MAX_BYTES {
             // Too big to carry in the run item until the next decision: the run (without a
             // tail; the previous one was copied above) and the entries' group items, atomically.
-            let mut entries = audit.to_vec();
-            entries.sort_by_key(|e| e.seq);
             let mut items = vec![self.put(
                 self.run_item(run, None)?,
                 RUN_VERSION_CONDITION,
                 Some(values),
             )?];
-            for group in self.group_items(&run.id, &entries)? {
+            for group in self.group_items(&run.id, &entries, tail)? {
                 items.push(self.put(group, "attribute_not_exists(#pk)", None)?);
             }
             let count = items.len();
@@ -832,7 +846,7 @@ impl DynamoStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(self.run_item(run, Some(&tail_value))?))
+            .set_item(Some(self.run_item(run, Some(&tail))?))
             .condition_expression(RUN_VERSION_CONDITION)
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
@@ -928,14 +942,14 @@ impl DynamoStore {
     /// Copy a tail to its own audit item before the write that replaces it. The item's key
     /// and contents follow from the committed tail alone, so a writer that then loses its race
     /// (or a second writer copying the same tail) writes exactly what is there already.
-    async fn flush_tail(&self, run_id: &str, tail: &Tail) -> Result<(), StoreError> {
-        let mut item = key(run_pk(run_id), &audit_sk(tail.last_seq));
-        item.insert(
-            attr::ENTRIES_Z.into(),
-            AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(tail.bytes.clone())),
-        );
-        item.insert(attr::EXPIRES_AT.into(), self.expiry(tail.last_at));
-        self.put_unconditional(item, "PutItem(audit group)").await
+    async fn flush_tail(
+        &self,
+        run_id: &str,
+        tail: &Tail,
+        last: (u64, Millis),
+    ) -> Result<(), StoreError> {
+        self.put_unconditional(self.group_item(run_id, tail, last), "PutItem(audit group)")
+            .await
     }
 
     /// Put `item` whatever is there (`op` names the request in errors).
@@ -1328,19 +1342,16 @@ impl RunStore for DynamoStore {
         {
             return Ok(CreateOutcome::Existing(existing));
         }
-        let tail = (!audit.is_empty())
-            .then(|| Self::tail_of(audit))
+        let entries = in_seq_order(audit);
+        let tail = (!entries.is_empty())
+            .then(|| Tail::pack(&entries))
             .transpose()?;
         // Entries too big to keep in the run item go to their own items, in one transaction.
         let (tail, groups) = match tail {
-            Some((_, t)) if t.bytes.len() > TAIL_MAX_BYTES => {
-                let mut entries = audit.to_vec();
-                entries.sort_by_key(|e| e.seq);
-                (None, self.group_items(&run.id, &entries)?)
-            }
+            Some(t) if t.len() > TAIL_MAX_BYTES => (None, self.group_items(&run.id, &entries, t)?),
             other => (other, Vec::new()),
         };
-        let item = self.run_item(run, tail.as_ref().map(|(value, _)| value))?;
+        let item = self.run_item(run, tail.as_ref())?;
         let taken = || StoreError::AlreadyExists {
             what: format!("run {}", run.id),
         };
@@ -1363,7 +1374,7 @@ impl RunStore for DynamoStore {
                 }
                 Err(e) => return Err(sdk_err("PutItem(create run)", e)),
             }
-            self.remember_tail(&run.id, run.version, tail.map(|(_, t)| t));
+            self.remember_tail(&run.id, run.version, tail);
             return Ok(CreateOutcome::Created);
         }
         let mut items = vec![self.put(item, "attribute_not_exists(#pk)", None)?];
@@ -1378,7 +1389,7 @@ impl RunStore for DynamoStore {
         }
         match self.transact(items, "TransactWriteItems(create run)").await {
             Ok(()) => {
-                self.remember_tail(&run.id, run.version, tail.map(|(_, t)| t));
+                self.remember_tail(&run.id, run.version, tail);
                 Ok(CreateOutcome::Created)
             }
             Err(e) => {

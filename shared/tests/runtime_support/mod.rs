@@ -23,8 +23,8 @@ use flowgate_shared::definition::{StoredWorkflow, WorkflowDefinition, parse_defi
 use flowgate_shared::engine::{AgentObservation, AgentStartSpec};
 use flowgate_shared::model::{AuditEntry, Millis, Run};
 use flowgate_shared::ports::{
-    CreateOutcome, QueueError, Received, RunPage, RunQuery, RunStore, SessionRecord, StoreError,
-    WorkMessage, WorkQueue, WorkflowStore,
+    CreateOutcome, QueueError, Received, RecordStore, RunPage, RunQuery, RunStore, SessionRecord,
+    StoreError, WorkMessage, WorkQueue, WorkflowStore,
 };
 use flowgate_shared::runtime::AgentApi;
 
@@ -120,19 +120,34 @@ impl NotifiedWorld {
 }
 
 pub async fn notified_world(defs: &[&str]) -> NotifiedWorld {
+    notified_world_with(
+        defs,
+        |sim| Arc::new(client(sim, Duration::from_secs(300))),
+        |store| store,
+    )
+    .await
+}
+
+/// [`notified_world`] with the agent and the notifier's record store made by the caller (a
+/// counting or failing wrapper around the simulator's client or the store).
+pub async fn notified_world_with(
+    defs: &[&str],
+    agent: impl FnOnce(&SimulatorHandle) -> Arc<dyn AgentApi>,
+    records: impl FnOnce(Arc<EmbeddedStore>) -> Arc<dyn RecordStore>,
+) -> NotifiedWorld {
     use flowgate_shared::runtime::{Clock as _, Executor, SystemClock};
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(&dir);
     let queue = Arc::new(MemQueue::new(Duration::from_secs(1)));
     let sim = fast_simulator().await;
     let notifier = flowgate_shared::notify::config::NotifyConfig::default()
-        .build(store.clone())
+        .build(records(store.clone()))
         .expect("notifier");
     let executor = Executor::new(
         store.clone(),
         store.clone(),
         queue.clone(),
-        Arc::new(client(&sim, Duration::from_secs(300))),
+        agent(&sim),
         Arc::new(SystemClock),
     )
     .expect("executor")
