@@ -178,11 +178,33 @@ impl Shadow {
                 .max(new.as_ref().map_or(0, item_size));
             table.push((item_class(&key_item), factor * write_units_of(size)));
             if ok {
-                index += self
+                let by_index: Vec<(&str, f64)> = self
                     .indexes
                     .iter()
-                    .map(|spec| spec.write_units(old, new.as_ref(), &keys))
-                    .sum::<f64>();
+                    .map(|spec| {
+                        (
+                            spec.name.as_str(),
+                            spec.write_units(old, new.as_ref(), &keys),
+                        )
+                    })
+                    .filter(|(_, units)| *units > 0.0)
+                    .collect();
+                index += by_index.iter().map(|(_, units)| units).sum::<f64>();
+                if trace_writes() {
+                    let attr = |name: &str| {
+                        new.as_ref()
+                            .and_then(|item| item.get(name))
+                            .map_or(String::from("-"), |v| v.to_string())
+                    };
+                    eprintln!(
+                        "write {op} {} {}: {} WRU, index {by_index:?}, status {} wake_at {}",
+                        key_item["sk"],
+                        item_class(&key_item),
+                        factor * write_units_of(size),
+                        attr("status"),
+                        attr("wake_at"),
+                    );
+                }
                 match new {
                     Some(item) => self.items.insert(key, item),
                     None => self.items.remove(&key),
@@ -208,6 +230,12 @@ fn item_class(item: &Value) -> &'static str {
         Some(sk) if sk.starts_with("AUDIT#") => "audit entries",
         _ => "other items",
     }
+}
+
+/// `FLOWGATE_BENCH_TRACE=1`: print every billed write with its index units (to see where a
+/// run's write units go).
+fn trace_writes() -> bool {
+    std::env::var_os("FLOWGATE_BENCH_TRACE").is_some_and(|v| v == "1")
 }
 
 /// Write units of an item or index entry of `size` bytes: 1 KB a unit, at least one.

@@ -322,6 +322,9 @@ pub async fn measure(
     shape: Shape,
     polling: Polling,
 ) -> Result<Measured, BoxError> {
+    if std::env::var_os("FLOWGATE_BENCH_TRACE").is_some_and(|v| v == "1") {
+        eprintln!("--- {}, {}", shape.label(), polling.label());
+    }
     let epoch: Millis = flowgate_sim::EPOCH;
     let clock = Arc::new(ManualClock::new(epoch));
     let chaos = Arc::new(Chaos::new(0, Faults::none()));

@@ -13,14 +13,15 @@ use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
 use flowgate_shared::agent::simulator::SimulatorHandle;
 use flowgate_shared::definition::{WorkflowDefinition, parse_definition};
-use flowgate_shared::engine::{Event, decide, session_name};
+use flowgate_shared::engine::{Effect, Event, REISSUE_AFTER_MS, decide, session_name};
 use flowgate_shared::model::{AuditEntry, Millis, Run, RunStatus, StepStatus};
 use flowgate_shared::ports::{
     CreateOutcome, MAX_DELAY, RunPage, RunQuery, RunStore, SessionRecord, StoreError, WorkMessage,
     WorkQueue, WorkflowStore,
 };
 use flowgate_shared::runtime::{
-    Clock, Executor, ManualClock, NewRun, SystemClock, session_record_name, start_run, sweep,
+    Clock, Executor, ManualClock, NewRun, SWEEP_GRACE_MS, SystemClock, session_record_name,
+    start_run, sweep,
 };
 use runtime_support::*;
 use serde_json::{Map, json};
@@ -110,6 +111,17 @@ impl Local {
     }
 }
 
+/// The first message a start enqueued: the effects of the start decision, made when the run
+/// was created.
+fn start_message(l: &Local) -> WorkMessage {
+    l.queue
+        .sent()
+        .into_iter()
+        .map(|(m, _)| m)
+        .next()
+        .expect("the start enqueued a message")
+}
+
 fn local() -> Local {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = open_store(&dir);
@@ -159,15 +171,12 @@ async fn timers_longer_than_the_queue_delay_are_chained_in_hops_of_at_most_900_s
     .expect("start");
     let run_id = started.run_id;
 
-    // Start: the wait step's timer is an hour away; the wake-up goes out with the longest
+    // Start: the run was written started; its effects (among them the wait step's timer,
+    // an hour away) went to the queue. Performing them sends the wake-up with the longest
     // delay the queue allows, carrying the timer's time.
-    executor
-        .handle(&WorkMessage::Event {
-            run_id: run_id.clone(),
-            event: Event::Start,
-        })
-        .await
-        .expect("start");
+    let start = start_message(&l);
+    assert!(matches!(start, WorkMessage::Perform { .. }), "{start:?}");
+    executor.handle(&start).await.expect("start");
     let at = t0 + 3_600_000;
     let wake = WorkMessage::Wake {
         run_id: run_id.clone(),
@@ -217,13 +226,7 @@ async fn stale_polls_are_dropped_without_calling_the_agent() {
     let executor = l.executor(&sim);
     let d = three_agent_steps("stale", "50ms");
     let run_id = l.start(&d).await;
-    executor
-        .handle(&WorkMessage::Event {
-            run_id: run_id.clone(),
-            event: Event::Start,
-        })
-        .await
-        .expect("start");
+    executor.handle(&start_message(&l)).await.expect("start");
     let live = l
         .queue
         .sent()
@@ -658,7 +661,7 @@ async fn a_three_step_agent_run_completes_and_files_its_sessions() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sweeper_starts_a_run_whose_start_message_was_lost() {
+async fn the_sweeper_carries_on_a_run_whose_start_message_was_lost() {
     let l = local();
     let sim = fast_simulator().await;
     let t0 = SystemClock.now_ms();
@@ -693,21 +696,128 @@ async fn the_sweeper_starts_a_run_whose_start_message_was_lost() {
     l.mem.ack(&lost[0].receipt).await.expect("ack");
 
     // Within the grace period the sweeper leaves it alone (a start may be in flight) ...
-    clock.set(t0 + 10_000);
+    clock.set(t0 + REISSUE_AFTER_MS + 10_000);
     assert_eq!(
         sweep(&*l.store, &*l.queue, clock.now_ms(), 100)
             .await
             .expect("sweep"),
         0
     );
-    // ... after it, the run is woken and, being pending, started.
-    clock.set(t0 + 31_000);
+    // ... after it (the start's effects are presumed lost once the agent start they issued
+    // has had REISSUE_AFTER_MS to be recorded), the run is woken and the tick issues the
+    // agent start again.
+    clock.set(t0 + REISSUE_AFTER_MS + SWEEP_GRACE_MS + 1_000);
     assert_eq!(
         sweep(&*l.store, &*l.queue, clock.now_ms(), 100)
             .await
             .expect("sweep"),
         1
     );
+    let run = drive(
+        &executor,
+        &*l.queue,
+        &*l.store,
+        &run_id,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(run.status, RunStatus::Succeeded);
+    assert_eq!(sim.runs_started(), 3);
+}
+
+/// A new run is written once, already started (the engine decides the start before the first
+/// write), and the start's effects go to the queue as one `Perform`; a repeated idempotency
+/// key queues a `Start`, which changes nothing on the started run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_run_is_written_started_and_its_effects_are_queued_as_one_perform() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let executor = l.executor(&sim);
+    let d = three_agent_steps("born", "20ms");
+    l.store
+        .put_workflow(&d, SystemClock.now_ms())
+        .await
+        .expect("workflow");
+    let new = NewRun {
+        workflow_id: d.id.clone(),
+        idempotency_key: Some("born-1".into()),
+        ..NewRun::default()
+    };
+    let start = || {
+        start_run(
+            &*l.store,
+            &*l.store,
+            &*l.queue,
+            &*l.store,
+            SystemClock.now_ms(),
+            new.clone(),
+        )
+    };
+    let started = start().await.expect("start");
+    assert!(started.enqueued && !started.existing);
+    let run_id = started.run_id;
+
+    let run = l.store.get_run(&run_id).await.expect("read").expect("run");
+    assert_eq!(run.status, RunStatus::Running);
+    assert_eq!(run.step("a").map(|s| s.status), Some(StepStatus::Running));
+    let kinds: Vec<String> = l
+        .store
+        .audit(&run_id, None, 100)
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert!(
+        kinds.starts_with(&["run.started".to_string(), "step.started".to_string()]),
+        "{kinds:?}"
+    );
+    let sent: Vec<WorkMessage> = l.queue.sent().into_iter().map(|(m, _)| m).collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    let WorkMessage::Perform {
+        run_id: to,
+        effects,
+    } = &sent[0]
+    else {
+        panic!("expected the start's effects, got {:?}", sent[0]);
+    };
+    assert_eq!(to, &run_id);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::StartAgent { step, reissue: false, .. } if step == "a")),
+        "{effects:?}"
+    );
+    assert_eq!(
+        sim.runs_started(),
+        0,
+        "nothing is started before the message is handled"
+    );
+
+    // The same key again: the first run, and a `Start` that is a no-op on it.
+    let again = start().await.expect("repeat");
+    assert!(again.existing);
+    assert_eq!(again.run_id, run_id);
+    let repeat = l.queue.sent().last().cloned().expect("sent").0;
+    assert!(
+        matches!(
+            &repeat,
+            WorkMessage::Event {
+                event: Event::Start,
+                ..
+            }
+        ),
+        "{repeat:?}"
+    );
+    executor.handle(&repeat).await.expect("repeat start");
+    let after = l.store.get_run(&run_id).await.expect("read").expect("run");
+    assert_eq!(
+        after.version, run.version,
+        "a repeated start writes nothing"
+    );
+
+    executor.handle(&sent[0]).await.expect("perform");
+    assert_eq!(sim.runs_started(), 1);
     let run = drive(
         &executor,
         &*l.queue,

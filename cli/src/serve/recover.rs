@@ -169,6 +169,7 @@ mod tests {
     use flowgate_shared::adapters::memqueue::MemQueue;
     use flowgate_shared::agent::{AgentClient, AgentClientConfig};
     use flowgate_shared::definition::parse_definition;
+    use flowgate_shared::model::RunStatus;
     use flowgate_shared::ports::WorkflowStore;
     use flowgate_shared::runtime::{NewRun, SystemClock, start_run};
 
@@ -176,15 +177,16 @@ mod tests {
 
     const WAIT: &str = "id: pause\nsteps:\n  - id: pause\n    kind: wait\n    duration: 1h\n";
 
-    /// What `resume` queues for a run whose start message was lost (woken now) and for a run
-    /// waiting on a timer (a wake-up at its time), through a restart's empty queue.
+    /// What `resume` queues for a run whose timer passed while nothing ran (woken now) and
+    /// for a run still waiting on one (a wake-up at its time), through a restart's empty
+    /// queue.
     #[tokio::test]
     async fn overdue_runs_are_woken_now_and_waiting_runs_get_their_timer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
         let def = parse_definition(WAIT).unwrap();
         let now = SystemClock::millis();
-        store.put_workflow(&def, now).await.unwrap();
+        store.put_workflow(&def, now - 7_200_000).await.unwrap();
         // Nothing calls the agent service for a wait step.
         let agent =
             AgentClient::new("http://127.0.0.1:9", "unused", AgentClientConfig::default()).unwrap();
@@ -199,22 +201,28 @@ mod tests {
             .unwrap()
         };
 
-        // A run created before the stop; its start message died with the old queue.
+        // Two runs started before the stop, their messages gone with the old queue: one two
+        // hours ago (its hour-long wait is over), one just now.
         let lost = Arc::new(MemQueue::default());
         let new = NewRun {
             workflow_id: "pause".into(),
             ..NewRun::default()
         };
-        let started = start_run(
-            store.as_ref(),
-            store.as_ref(),
-            lost.as_ref(),
-            store.as_ref(),
-            now,
-            new,
-        )
-        .await
-        .unwrap();
+        let mut started = Vec::new();
+        for at in [now - 7_200_000, now] {
+            let run = start_run(
+                store.as_ref(),
+                store.as_ref(),
+                lost.as_ref(),
+                store.as_ref(),
+                at,
+                new.clone(),
+            )
+            .await
+            .unwrap();
+            started.push(run.run_id);
+        }
+        let (overdue, waiting) = (&started[0], &started[1]);
 
         let queue = Arc::new(MemQueue::default());
         let resumed = resume(
@@ -228,24 +236,27 @@ mod tests {
         assert_eq!(
             resumed,
             Resumed {
-                runs: 1,
+                runs: 2,
                 woken_now: 1,
-                timers: 0,
+                timers: 1,
                 agent_polls: 0
             }
         );
         let woken = queue.receive(10, Duration::ZERO).await.unwrap();
-        assert_eq!(woken.len(), 1);
+        assert_eq!(woken.len(), 1, "only the overdue run is woken now");
         assert!(
-            matches!(&woken[0].message, WorkMessage::Wake { run_id, at: None } if *run_id == started.run_id)
+            matches!(&woken[0].message, WorkMessage::Wake { run_id, at: None } if run_id == overdue)
         );
 
-        // The wake-up starts it: the wait step now holds a timer an hour out.
+        // The wake-up ends its wait; the other run still holds its timer an hour out.
         executor(queue.clone())
             .handle(&woken[0].message)
             .await
             .unwrap();
-        let run = store.get_run(&started.run_id).await.unwrap().unwrap();
+        queue.ack(&woken[0].receipt).await.unwrap();
+        let run = store.get_run(overdue).await.unwrap().unwrap();
+        assert_eq!(run.status, RunStatus::Succeeded);
+        let run = store.get_run(waiting).await.unwrap().unwrap();
         let wake_at = run.wake_at.expect("a waiting run has a wake-up");
         assert!(wake_at > now + 3_000_000, "{wake_at}");
 

@@ -415,7 +415,7 @@ async fn every_sample_event_gets_its_answer_through_lambda_http() {
     assert_eq!(again.status, StatusCode::ACCEPTED);
     assert_eq!(again.body["existing"], true, "{:#}", again.body);
     let runs = api
-        .call("GET", "/v1/runs?workflow=two-steps&status=pending", None)
+        .call("GET", "/v1/runs?workflow=two-steps&status=running", None)
         .await;
     assert_eq!(
         names(&runs.body["runs"], "id"),

@@ -4,7 +4,8 @@
 //!   engine decide, write conditionally on the version read (re-reading and re-deciding after a
 //!   lost race), then perform the effects in order and feed their outcomes back as events.
 //! - [`sweep`] re-wakes runs whose `wake_at` passed (lost messages, crashes).
-//! - [`start_run`] creates a run of a stored workflow and enqueues its start.
+//! - [`start_run`] creates a run of a stored workflow already started (the engine decides the
+//!   start before the first write) and enqueues the start's effects.
 //! - [`Clock`] is where `now` comes from ([`SystemClock`], or [`ManualClock`] in tests).
 //!
 //! The same code runs on Lambda (DynamoDB, SQS), in `flowgate serve` (redb, in-process queue)

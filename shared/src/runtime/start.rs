@@ -4,9 +4,11 @@ use serde_json::{Map, Value};
 use tracing::{info, warn};
 
 use super::concurrency::{self, Admission};
+use super::executor::Before;
+use super::sessions::record_sessions;
 use crate::definition::{Problem, StoredWorkflow, WhenFull, WorkflowDefinition, resolve_inputs};
-use crate::engine::Event;
-use crate::model::{AuditEntry, Millis, Run};
+use crate::engine::{Event, decide_mut};
+use crate::model::{AuditEntry, Millis, Run, RunStatus};
 use crate::ports::{
     CreateOutcome, RecordStore, RunStore, StoreError, WorkMessage, WorkQueue, WorkflowStore,
 };
@@ -41,9 +43,9 @@ pub struct StartedRun {
     pub workflow_version: u64,
     /// The idempotency key already named this run; nothing new was created.
     pub existing: bool,
-    /// Whether the start message was enqueued. When it was not, the run still starts: it is
-    /// pending with `wake_at` = its creation time, so the sweeper wakes it, and the engine
-    /// starts a pending run on a tick.
+    /// Whether the start's effects (or, for a repeated key, a `Start`) were enqueued. When
+    /// they were not, the run still goes on: its wake-up makes the sweeper tick it, and a tick
+    /// re-issues effects whose outcome was never recorded.
     pub enqueued: bool,
     /// The run waits for a slot in its workflow's concurrency group (it starts when one frees).
     pub queued: bool,
@@ -150,10 +152,19 @@ pub async fn check_run(
     Ok(CheckedRun { new, inputs })
 }
 
-/// Write a checked run pinned to `stored` (in `pending`, no audit entry: `run.started` is
-/// written by the engine when the executor applies the start) and enqueue its `Start`. A
-/// repeated idempotency key re-enqueues the start of the existing run, which repairs a first
-/// request that stopped between the write and the enqueue (starting twice is harmless).
+/// Write a checked run pinned to `stored`, already started, and queue the start's effects.
+///
+/// The engine's start decision is pure, so it is made here, before the first write: the run
+/// is written once, running, with its `run.started` entries, and the effects of the start
+/// (the first steps' HTTP calls, agent starts, wake-ups) go to the queue as one
+/// [`WorkMessage::Perform`], as an approval's do. Writing the run `pending` and queueing a
+/// `Start` for the executor to decide cost a second run write, two listing-index writes for
+/// the status change and a move in the `due` index (5 of a reference run's 45 write units;
+/// `docs/benchmarks.md`). If the enqueue fails the run still proceeds: the start decision
+/// gave the run a wake-up for the effects it issued, and the sweeper's tick re-issues the
+/// steps' effects (not the `run.started` event, as after an approval's lost `Perform`).
+/// A repeated idempotency key enqueues a `Start` for the existing run, which is harmless on
+/// a started run and starts one left pending by a crash in a version that wrote them so.
 ///
 /// A workflow with a concurrency limit goes through its group (see
 /// [`concurrency`](super::concurrency)): with `when_full: reject` a slot is taken first and a
@@ -240,10 +251,31 @@ pub async fn create_run(
             }
         }
     }
+    // A run that waits for a slot is started by the admission pump instead.
+    let before = Before::of(&run);
+    let mut effects = Vec::new();
+    if !run.queued {
+        let mut started = run.clone();
+        match decide_mut(&mut started, def, &Event::Start, now) {
+            Ok(changes) => {
+                run = started;
+                audit.extend(changes.audit);
+                effects = changes.effects;
+            }
+            // Not expected of a new run; the executor then decides it as it used to.
+            Err(rejection) => {
+                warn!(run_id = %run.id, %rejection, "the engine refused to start the new run here; queueing its start");
+            }
+        }
+    }
+    let decided = run.status != RunStatus::Pending;
     let (run_id, existing) = match store.create_run(&run, &audit).await? {
         CreateOutcome::Created => (run.id.clone(), false),
         CreateOutcome::Existing(id) => (id, true),
     };
+    if decided && !existing {
+        record_sessions(store, &before, &run, now).await;
+    }
     if existing && let Some((group, _)) = &group {
         // The key named an earlier run: give back what this start took.
         if taken_slot {
@@ -278,16 +310,26 @@ pub async fn create_run(
             }
         }
     } else {
-        let message = WorkMessage::Event {
-            run_id: run_id.clone(),
-            event: Event::Start,
+        let message = if decided && !existing {
+            (!effects.is_empty()).then(|| WorkMessage::Perform {
+                run_id: run_id.clone(),
+                effects,
+            })
+        } else {
+            Some(WorkMessage::Event {
+                run_id: run_id.clone(),
+                event: Event::Start,
+            })
         };
-        match queue.send(&message, std::time::Duration::ZERO).await {
-            Ok(()) => (true, false),
-            Err(e) => {
-                warn!(run_id = %run_id, error = %e, "run created but its start was not enqueued; the sweeper will start it");
-                (false, false)
-            }
+        match message {
+            None => (true, false),
+            Some(message) => match queue.send(&message, std::time::Duration::ZERO).await {
+                Ok(()) => (true, false),
+                Err(e) => {
+                    warn!(run_id = %run_id, error = %e, "run created but its start was not enqueued; the sweeper's tick will carry it on");
+                    (false, false)
+                }
+            },
         }
     };
     info!(run_id = %run_id, workflow_id = %new.workflow_id, version = stored.version, existing, queued, "run created");
