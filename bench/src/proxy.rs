@@ -197,7 +197,7 @@ impl Shadow {
                             .map_or(String::from("-"), |v| v.to_string())
                     };
                     eprintln!(
-                        "write {op} {} {}: {} WRU, index {by_index:?}, status {} wake_at {}",
+                        "write {op} {} {}: {} WRU ({size} B), index {by_index:?}, status {} wake_at {}",
                         key_item["sk"],
                         item_class(&key_item),
                         factor * write_units_of(size),

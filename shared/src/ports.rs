@@ -516,6 +516,16 @@ pub trait RunStore: Send + Sync {
     /// Read a run (strongly consistent).
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError>;
 
+    /// Read a run for a caller that can tell a stale version and falls back to
+    /// [`RunStore::get_run`] (an agent status poll): it may return an earlier version, never
+    /// a torn one. On DynamoDB it is an eventually consistent read at half a strongly
+    /// consistent one's read units, and every poll of every agent step reads its run; anything
+    /// decided from a stale version is written conditionally on that version, so it fails and
+    /// is decided again from a fresh read. Stores whose reads cost the same keep this default.
+    async fn get_run_relaxed(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        self.get_run(run_id).await
+    }
+
     /// Replace a run if its stored version is still `expected_version`, atomically with its new
     /// audit entries; `run.version` must be `expected_version + 1` (see the trait docs).
     /// [`StoreError::Conflict`] when someone else wrote first (nothing is written, not even the

@@ -829,3 +829,168 @@ async fn a_new_run_is_written_started_and_its_effects_are_queued_as_one_perform(
     assert_eq!(run.status, RunStatus::Succeeded);
     assert_eq!(sim.runs_started(), 3);
 }
+
+/// A store whose `get_run_relaxed` answers with a version the test chose (as an eventually
+/// consistent read may), counting reads and lost races.
+struct StaleStore {
+    inner: Arc<EmbeddedStore>,
+    stale: std::sync::Mutex<Option<Run>>,
+    relaxed: AtomicUsize,
+    consistent: AtomicUsize,
+    conflicts: AtomicUsize,
+}
+
+impl StaleStore {
+    fn serve_stale(&self, run: Run) {
+        *self.stale.lock().expect("lock") = Some(run);
+    }
+}
+
+#[async_trait]
+impl RunStore for StaleStore {
+    async fn create_run(
+        &self,
+        run: &Run,
+        audit: &[AuditEntry],
+    ) -> Result<CreateOutcome, StoreError> {
+        self.inner.create_run(run, audit).await
+    }
+    async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        self.consistent.fetch_add(1, Ordering::SeqCst);
+        self.inner.get_run(run_id).await
+    }
+    async fn get_run_relaxed(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        self.relaxed.fetch_add(1, Ordering::SeqCst);
+        let stale = self.stale.lock().expect("lock").clone();
+        match stale {
+            Some(run) => Ok(Some(run)),
+            None => self.inner.get_run(run_id).await,
+        }
+    }
+    async fn put_run(
+        &self,
+        run: &Run,
+        expected: u64,
+        audit: &[AuditEntry],
+    ) -> Result<(), StoreError> {
+        let out = self.inner.put_run(run, expected, audit).await;
+        if out.as_ref().is_err_and(StoreError::is_conflict) {
+            self.conflicts.fetch_add(1, Ordering::SeqCst);
+        }
+        out
+    }
+    async fn list_runs(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
+        self.inner.list_runs(query).await
+    }
+    async fn due_runs(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<(String, Millis)>, StoreError> {
+        self.inner.due_runs(now, limit).await
+    }
+    async fn audit(
+        &self,
+        run_id: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        self.inner.audit(run_id, after, limit).await
+    }
+    async fn find_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.find_idempotency_key(key).await
+    }
+    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        self.inner.put_session(session).await
+    }
+    async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
+        self.inner.get_session(name).await
+    }
+    async fn list_sessions(&self, active_only: bool) -> Result<Vec<SessionRecord>, StoreError> {
+        self.inner.list_sessions(active_only).await
+    }
+}
+
+/// Polls read their run with `get_run_relaxed` (on DynamoDB an eventually consistent read at
+/// half the units). A version that is behind must neither drop a live poll (it only looks
+/// stale: a consistent read decides) nor get a decision written (the conditional write loses,
+/// and the poll is decided again from a fresh read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_read_relaxed_and_a_version_behind_neither_drops_a_poll_nor_is_written_over() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let plain = l.executor(&sim);
+    let d = three_agent_steps("relaxed", "20ms");
+    let run_id = l.start(&d).await;
+    let created = l.store.get_run(&run_id).await.expect("read").expect("run");
+    plain.handle(&start_message(&l)).await.expect("start");
+    let last_poll = || {
+        l.queue
+            .sent()
+            .into_iter()
+            .rev()
+            .find_map(|(m, _)| matches!(m, WorkMessage::Poll { .. }).then_some(m))
+            .expect("a poll was queued")
+    };
+
+    let store = Arc::new(StaleStore {
+        inner: l.store.clone(),
+        stale: std::sync::Mutex::new(None),
+        relaxed: AtomicUsize::new(0),
+        consistent: AtomicUsize::new(0),
+        conflicts: AtomicUsize::new(0),
+    });
+    let executor = Executor::new(
+        store.clone(),
+        l.store.clone(),
+        l.queue.clone(),
+        Arc::new(client(&sim, Duration::from_secs(300))),
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+
+    // A live poll, read relaxed.
+    let requests = sim.requests();
+    executor.handle(&last_poll()).await.expect("poll");
+    assert_eq!(store.relaxed.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        store.consistent.load(Ordering::SeqCst),
+        0,
+        "no consistent read needed"
+    );
+    assert!(sim.requests() > requests, "the poll called the agent");
+
+    // The relaxed read answers with the run from before its agent run started: the live poll
+    // looks stale, and a consistent read keeps it alive.
+    store.serve_stale(created);
+    let requests = sim.requests();
+    executor.handle(&last_poll()).await.expect("poll");
+    assert_eq!(store.consistent.load(Ordering::SeqCst), 1);
+    assert!(sim.requests() > requests, "the poll was not dropped");
+
+    // The relaxed read answers with the latest content under an older version: whenever the
+    // poll has something to write, the write loses and the poll is decided again.
+    let mut written = 0;
+    while written < 2 {
+        let fresh = l.store.get_run(&run_id).await.expect("read").expect("run");
+        if fresh.step("a").map(|s| s.status) != Some(StepStatus::Running) {
+            break;
+        }
+        let mut behind = fresh.clone();
+        behind.version -= 1;
+        store.serve_stale(behind);
+        let conflicts = store.conflicts.load(Ordering::SeqCst);
+        executor.handle(&last_poll()).await.expect("poll");
+        let after = l.store.get_run(&run_id).await.expect("read").expect("run");
+        if after.version != fresh.version {
+            written += 1;
+            assert_eq!(
+                after.version,
+                fresh.version + 1,
+                "one write, on the latest version"
+            );
+            assert_eq!(store.conflicts.load(Ordering::SeqCst), conflicts + 1);
+        }
+    }
+    assert!(written > 0, "no poll had anything to write");
+}

@@ -376,7 +376,9 @@ fn assert_order(got: &[Run], expected: &[Run], sort: RunSort, order: SortOrder, 
 pub mod run_store {
     use super::*;
 
-    /// A fully populated run reads back exactly as written; a missing run is `None`.
+    /// A fully populated run reads back exactly as written, consistently and relaxed (no
+    /// writer in between, so a relaxed read has nothing older to return); a missing run is
+    /// `None`.
     pub async fn round_trip(store: &dyn RunStore) {
         let run = full_run("r-round-trip", "wf-contract", BASE);
         let audit = [audit_entry(&run.id, 0, "run.created")];
@@ -387,13 +389,17 @@ pub mod run_store {
         let stored = store.get_run(&run.id).await.expect("get").expect("stored");
         assert_eq!(stored, run);
         assert_eq!(stored.cost_usd(), 1.75);
-        assert!(
+        let relaxed = store.get_run_relaxed(&run.id).await.expect("relaxed get");
+        assert_eq!(relaxed, Some(run.clone()));
+        for missing in [
+            store.get_run("r-missing").await.expect("get missing"),
             store
-                .get_run("r-missing")
+                .get_run_relaxed("r-missing")
                 .await
-                .expect("get missing")
-                .is_none()
-        );
+                .expect("relaxed get missing"),
+        ] {
+            assert!(missing.is_none());
+        }
         assert_eq!(
             store.audit(&run.id, None, 10).await.expect("audit"),
             audit.to_vec()

@@ -1038,13 +1038,39 @@ impl DynamoStore {
         }
     }
 
+    /// The run item, read strongly consistent or not. Either way an item is read whole, so
+    /// the tail remembered is that of the version read (a version's item never changes).
+    async fn read_run(&self, run_id: &str, consistent: bool) -> Result<Option<Run>, StoreError> {
+        let Some(item) = self
+            .read_item(run_pk(run_id), SK_RUN, "GetItem(run)", consistent)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let what = format!("run {run_id}");
+        let run = run_of(&item, &what)?;
+        self.remember_tail(run_id, run.version, Tail::of(&item, &what)?);
+        Ok(Some(run))
+    }
+
     async fn get_item(&self, pk: String, sk: &str, op: &str) -> Result<Option<Item>, StoreError> {
+        self.read_item(pk, sk, op, true).await
+    }
+
+    /// `GetItem`, strongly consistent or not (half the read units).
+    async fn read_item(
+        &self,
+        pk: String,
+        sk: &str,
+        op: &str,
+        consistent: bool,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(key(pk, sk)))
-            .consistent_read(true)
+            .consistent_read(consistent)
             .send()
             .await
             .map_err(|e| sdk_err(op, e))?;
@@ -1410,17 +1436,11 @@ impl RunStore for DynamoStore {
     }
 
     async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
-        let Some(item) = self
-            .get_item(run_pk(run_id), SK_RUN, "GetItem(run)")
-            .await?
-        else {
-            return Ok(None);
-        };
-        let what = format!("run {run_id}");
-        let run = run_of(&item, &what)?;
-        // The read is strongly consistent: the tail is that of the version read.
-        self.remember_tail(run_id, run.version, Tail::of(&item, &what)?);
-        Ok(Some(run))
+        self.read_run(run_id, true).await
+    }
+
+    async fn get_run_relaxed(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        self.read_run(run_id, false).await
     }
 
     /// Progress without audit entries is one conditional `UpdateItem` that leaves the audit

@@ -306,22 +306,33 @@ impl Executor {
         poll: u32,
         interval_ms: u64,
     ) -> Result<(), ExecError> {
-        let Some(run) = self.store.get_run(run_id).await? else {
-            debug!("the run does not exist; dropping the poll");
-            return Ok(());
+        let current = |run: &Run| {
+            run.steps
+                .get(step)
+                .filter(|s| s.attempt == attempt && s.status == StepStatus::Running)
+                .and_then(|s| s.agent.as_ref())
+                .is_some_and(|a| {
+                    a.polls == poll && a.upstream_run_id.as_deref() == Some(upstream_run_id)
+                })
         };
-        let current = run
-            .steps
-            .get(step)
-            .filter(|s| s.attempt == attempt && s.status == StepStatus::Running)
-            .and_then(|s| s.agent.as_ref())
-            .is_some_and(|a| {
-                a.polls == poll && a.upstream_run_id.as_deref() == Some(upstream_run_id)
-            });
-        if !current {
-            debug!("stale poll (the step moved on); dropping it without calling the agent");
-            return Ok(());
-        }
+        // Every poll reads its run, so it reads the cheap way (`get_run_relaxed`); a version
+        // that may be behind can only make the poll look stale, which a consistent read then
+        // confirms before the poll is dropped. A decision made from it is written conditionally
+        // on the version read, and decided again if that was not the latest.
+        let run = match self.store.get_run_relaxed(run_id).await? {
+            Some(run) if current(&run) => run,
+            _ => match self.store.get_run(run_id).await? {
+                Some(run) if current(&run) => run,
+                Some(_) => {
+                    debug!("stale poll (the step moved on); dropping it without calling the agent");
+                    return Ok(());
+                }
+                None => {
+                    debug!("the run does not exist; dropping the poll");
+                    return Ok(());
+                }
+            },
+        };
         let def = self.definition(&run).await?;
         let Some(workflow) = agent_workflow(&def, step) else {
             warn!(
