@@ -1321,35 +1321,61 @@ fn a_run_can_continue_an_earlier_session() {
     }
 }
 
+/// By default progress is recorded at most once per `polling.max` (60 s): the quick polls of
+/// a new chain are there to catch a change of status. Growing tokens back the interval off
+/// like any poll; only a status change polls fast again.
 #[test]
-fn growing_tokens_are_written_but_only_a_status_change_polls_fast_again() {
+fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_polls_fast_again() {
     let mut h = Harness::new(DIAMOND);
     h.start();
     h.agent_started("plan", "up");
     h.later(2_000);
+    let before = h.run.clone();
     let effects = h.observe("plan", running(0, 100)); // pending → running: fast again
-    assert!(matches!(
-        effects[0],
-        Effect::PollAgent {
-            delay_ms: 2_000,
-            poll: 1,
-            ..
-        }
-    ));
-    let mut delays = Vec::new();
-    for i in 2..8u64 {
+    assert_ne!(h.run, before, "a change of status is recorded at once");
+    let Effect::PollAgent {
+        delay_ms: mut delay,
+        poll: 1,
+        ..
+    } = effects[0].clone()
+    else {
+        panic!("{effects:?}")
+    };
+    assert_eq!(delay, 2_000);
+    let (mut delays, mut recorded_after, mut waited) = (Vec::new(), Vec::new(), 0);
+    for i in 2..=8u64 {
+        h.later(delay as i64);
+        waited += delay;
         let before = h.run.clone();
-        let effects = h.observe("plan", running(0, 100 * i));
-        assert_ne!(h.run, before, "progress is recorded");
+        let poll = h.run.steps["plan"].agent.as_ref().map_or(0, |a| a.polls);
+        let effects = h.send(Event::AgentObserved {
+            step: "plan".into(),
+            attempt: 1,
+            poll,
+            interval_ms: delay,
+            observation: running(0, 100 * i),
+        });
+        if h.run != before {
+            recorded_after.push(waited);
+        }
         let Effect::PollAgent { delay_ms, .. } = &effects[0] else {
             panic!("{effects:?}")
         };
-        delays.push(*delay_ms);
+        delay = *delay_ms;
+        delays.push(delay);
     }
-    assert_eq!(delays, vec![3_000, 4_500, 6_750, 10_125, 15_187, 22_780]);
+    assert_eq!(
+        delays,
+        vec![3_000, 4_500, 6_750, 10_125, 15_187, 22_780, 34_170]
+    );
+    assert_eq!(
+        recorded_after,
+        vec![64_342],
+        "progress only once a minute had passed since the last write"
+    );
     assert_eq!(
         h.run.steps["plan"].agent.as_ref().map(|a| a.tokens),
-        Some(700)
+        Some(800)
     );
 }
 
@@ -1360,6 +1386,41 @@ fn a_tick_starts_a_run_whose_start_message_was_lost() {
     let effects = h.tick();
     assert_eq!(h.status(), RunStatus::Running);
     assert_eq!(started_agents(&effects), vec!["plan"]);
+}
+
+/// Budgets are checked against recorded progress, so progress that crosses one is recorded,
+/// and acted on, at once, however long `progress_every` is.
+#[test]
+fn progress_crossing_a_budget_is_recorded_at_once_whatever_progress_every_says() {
+    let mut h = Harness::new(
+        r#"
+id: capped
+polling: { initial: 10s, factor: 1, max: 10s, progress_every: 5m }
+steps:
+  - id: a
+    kind: agent
+    workflow: implement
+    message: go
+    budget: { max_turns: 5 }
+"#,
+    );
+    h.start();
+    h.agent_started("a", "up");
+    h.later(10_000);
+    h.observe("a", running(1, 100)); // the status changes: recorded at once
+    h.later(10_000);
+    let before = h.run.clone();
+    let effects = h.observe("a", running(3, 300));
+    assert_eq!(
+        h.run, before,
+        "under the cap and within progress_every: not recorded"
+    );
+    assert!(kills(&effects).is_empty());
+    h.later(10_000);
+    let effects = h.observe("a", running(6, 600));
+    assert_eq!(kills(&effects), vec![("a".to_string(), false)]);
+    assert_eq!(h.step("a"), StepStatus::Failed);
+    assert_eq!(h.run.steps["a"].agent.as_ref().map(|a| a.turns), Some(6));
 }
 
 #[test]

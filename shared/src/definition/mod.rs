@@ -98,10 +98,12 @@ pub struct PollingPolicy {
     #[serde(default = "default_poll_max")]
     pub max: DurationSpec,
     /// Record an agent's progress (turns, tokens, cost) seen by a poll at most this often; a
-    /// change of status is always recorded at once. Unset: every poll that sees progress is
-    /// written, so progress bars move with every poll. Longer: fewer writes and a cheaper run
-    /// (on AWS most of a polled run's DynamoDB writes are progress), progress shown later, and
-    /// budgets checked against the progress recorded.
+    /// change of status is always recorded at once. Unset: at most once per `max`, so a chain
+    /// polling at its longest interval records every poll that sees progress, and the quick
+    /// polls at its start (there to catch a change of status early) do not each write. Longer:
+    /// fewer writes and a cheaper run (on AWS most of a polled run's DynamoDB writes are
+    /// progress), progress shown later, and budgets checked against the progress recorded.
+    /// Shorter (down to `initial`): progress bars move with every poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_every: Option<DurationSpec>,
 }

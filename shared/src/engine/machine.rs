@@ -486,12 +486,27 @@ impl Cx<'_> {
         let upstream = a.upstream_run_id.clone().unwrap_or_default();
         let polling = polling_of(self.def);
         let now = self.now;
-        // Progress alone is recorded at most every `polling.progress_every`.
-        let progress_due = polling.progress_every.as_ref().is_none_or(|every| {
-            a.last_activity_at
-                .is_none_or(|t| now - t >= every.millis_i64())
-        });
-        let changed = status_changed || session_changed || (progressed && progress_due);
+        // Progress alone is recorded at most every `polling.progress_every`, by default once
+        // per longest poll interval: the quick polls of a new chain are there to notice a
+        // change of status early (recorded at once), and progress written from each of them
+        // would cost a write a poll for numbers a minute later anyway.
+        let every = polling.progress_every.as_ref().unwrap_or(&polling.max);
+        let progress_due = a
+            .last_activity_at
+            .is_none_or(|t| now - t >= every.millis_i64());
+        // Budgets are checked against recorded progress, so progress that crosses one is
+        // recorded whenever it comes, however recently the last was.
+        let crosses_budget = progressed && !progress_due && self.has_budgets() && {
+            let mut trial = self.run.clone();
+            if let Some(t) = trial.steps.get_mut(step).and_then(|s| s.agent.as_mut()) {
+                t.turns = obs.turns.max(t.turns);
+                t.tokens = obs.tokens.max(t.tokens);
+                t.cost_usd = obs.cost_usd.max(t.cost_usd);
+            }
+            budget_crossing(&trial, self.def, now).is_some()
+        };
+        let changed =
+            status_changed || session_changed || (progressed && (progress_due || crosses_budget));
         let waited = if interval_ms == 0 {
             a.poll_interval_ms
         } else {
@@ -1257,66 +1272,32 @@ impl Cx<'_> {
     /// Stop whatever crossed a budget: the run (all its steps) or a running agent step. With
     /// `on_exceed: ask` the agent runs are stopped and the run pauses on a budget gate instead.
     fn check_budgets(&mut self) -> bool {
-        if self.budget_gate_pending() {
+        let Some(crossing) = budget_crossing(self.run, self.def, self.now) else {
             return false;
+        };
+        let BudgetCrossing {
+            step,
+            reason,
+            budget,
+        } = crossing;
+        if budget.on_exceed == OnExceed::Ask {
+            self.open_budget_gate(step.as_deref(), reason, &budget);
+            return true;
         }
-        let now = self.now;
-        let def = self.def;
-        if let Some(b) = &def.budget {
-            let b = &scaled(b, self.run.budget_grants);
-            let turns = self
-                .run
-                .steps
-                .values()
-                .filter_map(|s| s.agent.as_ref())
-                .map(|a| a.turns + a.previous_attempts_turns)
-                .sum();
-            let elapsed = self.run.started_at.map(|t| now - t);
-            if let Some(reason) = over_budget(b, self.run.cost_usd(), turns, elapsed) {
-                if b.on_exceed == OnExceed::Ask {
-                    self.open_budget_gate(None, reason, b);
-                    return true;
-                }
+        match step {
+            None => {
                 let why = format!("run budget exceeded: {reason}");
-                for d in &def.steps {
+                for d in &self.def.steps {
                     self.stop_step(&d.id, StepStatus::Cancelled, &why, false);
                 }
                 self.fail_run(RunStatus::Failed, why);
-                return true;
+            }
+            Some(id) => {
+                self.kill_current_agent(&id, false);
+                self.fail_final(&id, format!("step budget exceeded: {reason}"), false);
             }
         }
-        for d in &def.steps {
-            let StepAction::Agent(AgentAction {
-                budget: Some(b), ..
-            }) = &d.action
-            else {
-                continue;
-            };
-            let Some(s) = self.run.steps.get(&d.id) else {
-                continue;
-            };
-            if s.status != StepStatus::Running {
-                continue;
-            }
-            let (cost, turns) = s.agent.as_ref().map_or((0.0, 0), |a| {
-                (
-                    a.cost_usd + a.previous_attempts_cost_usd,
-                    a.turns + a.previous_attempts_turns,
-                )
-            });
-            let elapsed = s.started_at.map(|t| now - t);
-            let b = &scaled(b, s.budget_grants);
-            if let Some(reason) = over_budget(b, cost, turns, elapsed) {
-                if b.on_exceed == OnExceed::Ask {
-                    self.open_budget_gate(Some(&d.id), reason, b);
-                    return true;
-                }
-                self.kill_current_agent(&d.id, false);
-                self.fail_final(&d.id, format!("step budget exceeded: {reason}"), false);
-                return true;
-            }
-        }
-        false
+        true
     }
 
     fn budget_gate_pending(&self) -> bool {
@@ -2554,6 +2535,73 @@ fn scaled(b: &Budget, grants: u32) -> Budget {
         }),
         ..b.clone()
     }
+}
+
+/// A budget a run has crossed: the run's (`step` = None) or a running agent step's, scaled by
+/// the grants so far, and why.
+struct BudgetCrossing {
+    step: Option<String>,
+    reason: String,
+    budget: Budget,
+}
+
+/// The first budget `run` has crossed at `now`, the run's before its steps'; none while a
+/// budget gate is open.
+fn budget_crossing(run: &Run, def: &WorkflowDefinition, now: Millis) -> Option<BudgetCrossing> {
+    if run
+        .budget_gate
+        .as_ref()
+        .is_some_and(|g| g.approval.status == ApprovalStatus::Pending)
+    {
+        return None;
+    }
+    if let Some(b) = &def.budget {
+        let b = scaled(b, run.budget_grants);
+        let turns = run
+            .steps
+            .values()
+            .filter_map(|s| s.agent.as_ref())
+            .map(|a| a.turns + a.previous_attempts_turns)
+            .sum();
+        let elapsed = run.started_at.map(|t| now - t);
+        if let Some(reason) = over_budget(&b, run.cost_usd(), turns, elapsed) {
+            return Some(BudgetCrossing {
+                step: None,
+                reason,
+                budget: b,
+            });
+        }
+    }
+    for d in &def.steps {
+        let StepAction::Agent(AgentAction {
+            budget: Some(b), ..
+        }) = &d.action
+        else {
+            continue;
+        };
+        let Some(s) = run.steps.get(&d.id) else {
+            continue;
+        };
+        if s.status != StepStatus::Running {
+            continue;
+        }
+        let (cost, turns) = s.agent.as_ref().map_or((0.0, 0), |a| {
+            (
+                a.cost_usd + a.previous_attempts_cost_usd,
+                a.turns + a.previous_attempts_turns,
+            )
+        });
+        let elapsed = s.started_at.map(|t| now - t);
+        let b = scaled(b, s.budget_grants);
+        if let Some(reason) = over_budget(&b, cost, turns, elapsed) {
+            return Some(BudgetCrossing {
+                step: Some(d.id.clone()),
+                reason,
+                budget: b,
+            });
+        }
+    }
+    None
 }
 
 /// Which cap a spend crosses, in words, if any.
