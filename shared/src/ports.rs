@@ -479,6 +479,9 @@ pub struct SessionRecord {
     /// Steps that used the session, oldest first.
     #[serde(default)]
     pub runs: Vec<SessionRun>,
+    /// As stored: whether the last run was going when the record was written (it is not
+    /// rewritten when that run ends). [`live_sessions`](crate::runtime::live_sessions) says
+    /// whether it is going now; a record stored inactive stays inactive.
     pub active: bool,
     pub created_at: Millis,
     pub updated_at: Millis,

@@ -16,12 +16,12 @@ use flowgate_shared::definition::{WorkflowDefinition, parse_definition};
 use flowgate_shared::engine::{Effect, Event, REISSUE_AFTER_MS, decide, session_name};
 use flowgate_shared::model::{AuditEntry, Millis, Run, RunStatus, StepStatus};
 use flowgate_shared::ports::{
-    CreateOutcome, MAX_DELAY, RunPage, RunQuery, RunStore, SessionRecord, StoreError, WorkMessage,
-    WorkQueue, WorkflowStore,
+    CreateOutcome, MAX_DELAY, RunPage, RunQuery, RunStore, SessionRecord, SessionRun, StoreError,
+    WorkMessage, WorkQueue, WorkflowStore,
 };
 use flowgate_shared::runtime::{
-    Clock, Executor, ManualClock, NewRun, SWEEP_GRACE_MS, SystemClock, session_record_name,
-    start_run, sweep,
+    Clock, Executor, ManualClock, NewRun, SWEEP_GRACE_MS, SystemClock, live_session, live_sessions,
+    session_record_name, start_run, sweep,
 };
 use runtime_support::*;
 use serde_json::{Map, json};
@@ -592,7 +592,12 @@ async fn a_three_step_agent_run_completes_and_files_its_sessions() {
         assert_eq!(record.runs[0].run_id, run_id);
         assert_eq!(record.runs[0].step_id, step);
         assert!(
-            !record.active,
+            record.active,
+            "stored once, when the session was first seen; not rewritten when the run ended"
+        );
+        let live = live_session(&*l.store, record).await.expect("live");
+        assert!(
+            !live.active,
             "the run finished, so its sessions are inactive"
         );
     }
@@ -993,4 +998,58 @@ async fn polls_read_relaxed_and_a_version_behind_neither_drops_a_poll_nor_is_wri
         }
     }
     assert!(written > 0, "no poll had anything to write");
+}
+
+/// A session is active while the last run that used it is going; a record stored inactive
+/// (as earlier versions wrote at a run's end) stays so; a last run that is gone has finished.
+#[tokio::test]
+async fn a_session_is_active_while_its_last_run_is_going() {
+    let l = local();
+    let now = SystemClock.now_ms();
+    let d = def("id: s\nsteps:\n  - id: w\n    kind: wait\n    duration: 1h\n");
+    let stored = l.store.put_workflow(&d, now).await.expect("workflow");
+    for (id, status) in [
+        ("s-done", RunStatus::Succeeded),
+        ("s-going", RunStatus::Running),
+    ] {
+        let mut run = Run::new(id, &d, stored.version, Map::new(), now);
+        run.status = status;
+        l.store.create_run(&run, &[]).await.expect("create");
+    }
+    let record = |name: &str, runs: &[&str], active: bool| SessionRecord {
+        name: name.into(),
+        agent_session_id: Some("agent-session".into()),
+        runs: runs
+            .iter()
+            .map(|id| SessionRun {
+                run_id: (*id).into(),
+                step_id: "w".into(),
+                at: now,
+            })
+            .collect(),
+        active,
+        created_at: now,
+        updated_at: now,
+    };
+    let live = live_sessions(
+        &*l.store,
+        vec![
+            record("used-again", &["s-done", "s-going"], true),
+            record("finished", &["s-going", "s-done"], true),
+            record("closed-before", &["s-going"], false),
+            record("gone", &["s-expired"], true),
+        ],
+    )
+    .await
+    .expect("live");
+    let active: Vec<(&str, bool)> = live.iter().map(|r| (r.name.as_str(), r.active)).collect();
+    assert_eq!(
+        active,
+        [
+            ("used-again", true),
+            ("finished", false),
+            ("closed-before", false),
+            ("gone", false)
+        ]
+    );
 }

@@ -467,8 +467,10 @@ pub struct SessionView {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent_session_id: Option<String>,
+    /// The last run that used the session has not finished.
     pub active: bool,
     pub created_at: Millis,
+    /// When a step last started using the session.
     pub updated_at: Millis,
     /// Steps that used the session, oldest first.
     pub runs: Vec<SessionRunView>,

@@ -18,7 +18,7 @@ use super::clock::Clock;
 use super::error::ExecError;
 use crate::definition::{StepAction, WorkflowDefinition};
 use crate::engine::{AgentObservation, Effect, Event, Rejection, decide_mut};
-use crate::model::{AgentRunStatus, Millis, Run, RunStatus, StepStatus};
+use crate::model::{AgentRunStatus, Millis, Run, StepStatus};
 use crate::notify::Notifier;
 use crate::ports::{MAX_DELAY, RunStore, WorkMessage, WorkQueue, WorkflowStore};
 
@@ -69,7 +69,6 @@ impl fmt::Debug for Executor {
 /// What the run looked like before a decision, for the session bookkeeping.
 #[derive(Debug, Clone)]
 pub(super) struct Before {
-    pub status: RunStatus,
     /// Step id → the agent session id it had.
     pub sessions: BTreeMap<String, Option<String>>,
 }
@@ -77,7 +76,6 @@ pub(super) struct Before {
 impl Before {
     pub(super) fn of(run: &Run) -> Self {
         Before {
-            status: run.status,
             sessions: run
                 .steps
                 .iter()

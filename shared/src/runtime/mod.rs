@@ -39,6 +39,6 @@ pub use schedules::{
     Fired, SCHEDULE_LAST_RUN, ScheduleError, SchedulePorts, SyncReport, Ticker, fire_schedule,
     reconcile_schedules, sync_schedules,
 };
-pub use sessions::session_record_name;
+pub use sessions::{live_session, live_sessions, session_record_name};
 pub use start::{CheckedRun, NewRun, StartError, StartedRun, check_run, create_run, start_run};
 pub use sweeper::{SWEEP_GRACE_MS, SweepPorts, SweepReport, sweep, sweep_all};

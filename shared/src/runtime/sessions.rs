@@ -1,10 +1,14 @@
 //! Session records: which agent conversation a run's steps used, so later runs can continue it.
 //!
-//! A record is upserted when an agent step of a run gets (or starts with) an agent session id,
-//! and marked inactive when the run that used it last finishes. The store keeps sessions
-//! last-writer-wins; a lost update is repaired the next time a step uses the session, so a
-//! failure here is logged and never fails the message.
+//! A record is upserted when an agent step of a run gets (or starts with) an agent session id.
+//! Whether a session is active (its last run still going) is not written when that run ends:
+//! [`live_sessions`] reads it from the run when someone lists or reads sessions. Writing it
+//! cost every agent step a second session write and an index write on DynamoDB, for an answer
+//! only a listing needs. The store keeps sessions last-writer-wins; a lost update is repaired
+//! the next time a step uses the session, so a failure here is logged and never fails the
+//! message.
 
+use futures::StreamExt as _;
 use tracing::warn;
 
 use super::executor::{Applied, Before, Executor};
@@ -32,7 +36,7 @@ impl Executor {
 }
 
 /// Upsert the session records of steps whose agent session id `run` has and `before` had
-/// not, and mark the run's sessions inactive when this decision finished it. Also used by
+/// not. Also used by
 /// [`create_run`](super::create_run), which decides a run's start before any executor sees it.
 pub(super) async fn record_sessions(store: &dyn RunStore, before: &Before, run: &Run, now: Millis) {
     for (step, state) in &run.steps {
@@ -46,21 +50,6 @@ pub(super) async fn record_sessions(store: &dyn RunStore, before: &Before, run: 
         let name = session_record_name(run, step);
         if let Err(e) = upsert_session(store, &name, session_id, run, step, now).await {
             warn!(session = %name, step_id = %step, error = %e, "could not record the agent session");
-        }
-    }
-    if !before.status.is_terminal() && run.status.is_terminal() {
-        let mut names: Vec<String> = run
-            .steps
-            .iter()
-            .filter(|(_, s)| s.agent.as_ref().is_some_and(|a| a.session_id.is_some()))
-            .map(|(step, _)| session_record_name(run, step))
-            .collect();
-        names.sort();
-        names.dedup();
-        for name in names {
-            if let Err(e) = close_session(store, &name, run, now).await {
-                warn!(session = %name, error = %e, "could not mark the agent session inactive");
-            }
         }
     }
 }
@@ -101,21 +90,36 @@ async fn upsert_session(
     store.put_session(&record).await
 }
 
-/// Inactive, unless a later run has used the session since.
-async fn close_session(
+/// Runs whose status [`live_sessions`] reads at once.
+const LIVE_SESSION_READS: usize = 16;
+
+/// `records` with `active` as it is now: a session is active while the last run that used it
+/// has not finished. Records stored inactive (by earlier versions, which wrote it) stay so;
+/// a last run that is gone (expired) counts as finished. One run read per session stored
+/// active, eventually consistent: this is for people and assistants listing sessions.
+pub async fn live_sessions(
     store: &dyn RunStore,
-    name: &str,
-    run: &Run,
-    now: i64,
-) -> Result<(), StoreError> {
-    let Some(mut record) = store.get_session(name).await? else {
-        return Ok(());
-    };
-    let last_user = record.runs.last().map(|r| r.run_id.as_str());
-    if !record.active || last_user.is_some_and(|id| id != run.id) {
-        return Ok(());
+    records: Vec<SessionRecord>,
+) -> Result<Vec<SessionRecord>, StoreError> {
+    futures::stream::iter(records)
+        .map(|record| live_session(store, record))
+        .buffered(LIVE_SESSION_READS)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// [`live_sessions`] of one record.
+pub async fn live_session(
+    store: &dyn RunStore,
+    mut record: SessionRecord,
+) -> Result<SessionRecord, StoreError> {
+    if record.active
+        && let Some(last) = record.runs.last()
+    {
+        let run = store.get_run_relaxed(&last.run_id).await?;
+        record.active = run.is_some_and(|r| !r.status.is_terminal());
     }
-    record.active = false;
-    record.updated_at = now;
-    store.put_session(&record).await
+    Ok(record)
 }

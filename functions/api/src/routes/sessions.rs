@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use flowgate_shared::api::{ErrorBody, SessionList, SessionView};
+use flowgate_shared::runtime::{live_session, live_sessions};
 use serde::Deserialize;
 
 use super::{Path, Query};
@@ -37,9 +38,16 @@ pub(crate) async fn list_sessions(
     _: Principal,
     Query(params): Query<SessionParams>,
 ) -> Result<Json<SessionList>, ApiError> {
-    let sessions = s.store.list_sessions(params.active).await?;
+    // The stored flag narrows the listing (a session stored inactive stays so); whether a
+    // session is active now is read from its last run.
+    let stored = s.store.list_sessions(params.active).await?;
+    let sessions = live_sessions(s.store.as_ref(), stored).await?;
     Ok(Json(SessionList {
-        sessions: sessions.into_iter().map(views::session_view).collect(),
+        sessions: sessions
+            .into_iter()
+            .filter(|session| session.active || !params.active)
+            .map(views::session_view)
+            .collect(),
     }))
 }
 
@@ -66,5 +74,6 @@ pub(crate) async fn get_session(
             format!("there is no session {name:?}; list them with GET /v1/sessions"),
         )
     })?;
+    let session = live_session(s.store.as_ref(), session).await?;
     Ok(Json(views::session_view(session)))
 }
