@@ -111,19 +111,7 @@ fn agent_lifecycle_start_progress_completion() {
     let a = h.run.steps["plan"].agent.clone().expect("agent progress");
     assert_eq!(a.tokens, 5_000);
     assert_eq!(a.upstream_status, Some(AgentRunStatus::Running));
-    assert!(matches!(
-        effects[0],
-        Effect::PollAgent {
-            poll: 1,
-            delay_ms: 2_000,
-            ..
-        }
-    ));
-    // No progress: the poll interval grows, the same poll chain goes on, nothing is written.
-    h.later(2_000);
-    let before = h.run.clone();
-    let effects = h.observe("plan", running(0, 5_000));
-    assert_eq!(h.run, before, "an idle poll writes nothing");
+    // The run left `pending`: the backoff restarts, this poll counting as its first.
     assert!(matches!(
         effects[0],
         Effect::PollAgent {
@@ -132,7 +120,20 @@ fn agent_lifecycle_start_progress_completion() {
             ..
         }
     ));
+    // No progress: the poll interval grows, the same poll chain goes on, nothing is written.
     h.later(3_000);
+    let before = h.run.clone();
+    let effects = h.observe("plan", running(0, 5_000));
+    assert_eq!(h.run, before, "an idle poll writes nothing");
+    assert!(matches!(
+        effects[0],
+        Effect::PollAgent {
+            poll: 1,
+            delay_ms: 4_500,
+            ..
+        }
+    ));
+    h.later(4_500);
     let effects = h.agent_completes("plan", "design doc");
     assert_eq!(h.step("plan"), StepStatus::Succeeded);
     assert_eq!(h.run.steps["plan"].output, Some(json!("design doc")));
@@ -1323,15 +1324,15 @@ fn a_run_can_continue_an_earlier_session() {
 
 /// By default progress is recorded at most once per `polling.max` (60 s): the quick polls of
 /// a new chain are there to catch a change of status. Growing tokens back the interval off
-/// like any poll; only a status change polls fast again.
+/// like any poll; only a status change restarts the backoff.
 #[test]
-fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_polls_fast_again() {
+fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_restarts_the_backoff() {
     let mut h = Harness::new(DIAMOND);
     h.start();
     h.agent_started("plan", "up");
     h.later(2_000);
     let before = h.run.clone();
-    let effects = h.observe("plan", running(0, 100)); // pending → running: fast again
+    let effects = h.observe("plan", running(0, 100)); // pending → running: backoff restarts
     assert_ne!(h.run, before, "a change of status is recorded at once");
     let Effect::PollAgent {
         delay_ms: mut delay,
@@ -1341,7 +1342,7 @@ fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_polls_fast_
     else {
         panic!("{effects:?}")
     };
-    assert_eq!(delay, 2_000);
+    assert_eq!(delay, 3_000, "this poll counts as the first of the new backoff");
     let (mut delays, mut recorded_after, mut waited) = (Vec::new(), Vec::new(), 0);
     for i in 2..=8u64 {
         h.later(delay as i64);
@@ -1366,16 +1367,16 @@ fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_polls_fast_
     }
     assert_eq!(
         delays,
-        vec![3_000, 4_500, 6_750, 10_125, 15_187, 22_780, 34_170]
+        vec![4_500, 6_750, 10_125, 15_187, 22_780, 34_170, 51_255]
     );
     assert_eq!(
         recorded_after,
-        vec![64_342],
+        vec![62_342],
         "progress only once a minute had passed since the last write"
     );
     assert_eq!(
         h.run.steps["plan"].agent.as_ref().map(|a| a.tokens),
-        Some(800)
+        Some(700)
     );
 }
 

@@ -459,7 +459,8 @@ impl Cx<'_> {
     /// A status poll answered.
     ///
     /// The interval backs off on every poll and drops back to the start only when the agent
-    /// run's status changes (pending → running) or feedback was sent: tokens grow on nearly every
+    /// run's status changes (pending → running; the poll that saw it counts as the first of
+    /// the new backoff) or feedback was sent: tokens grow on nearly every
     /// poll of a live run, so treating them as a reason to poll fast would poll fast forever.
     /// Progress (turns, tokens, cost) is written when it changes, which starts a new poll chain
     /// (`polls + 1`); a poll that saw nothing new is written only as a heartbeat, so an idle
@@ -512,8 +513,11 @@ impl Cx<'_> {
         } else {
             interval_ms
         };
+        // A change of status (the run leaving `pending`) restarts the backoff, counting this
+        // poll as the first of the new chain: a long setup does not leave the run's real work
+        // polled slowly, and a short one does not cost an extra quick poll.
         let interval = if status_changed {
-            polling.initial.as_millis()
+            polling.next_interval(polling.initial.as_millis())
         } else {
             polling.next_interval(waited)
         };
