@@ -1342,7 +1342,10 @@ fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_restarts_th
     else {
         panic!("{effects:?}")
     };
-    assert_eq!(delay, 3_000, "this poll counts as the first of the new backoff");
+    assert_eq!(
+        delay, 3_000,
+        "this poll counts as the first of the new backoff"
+    );
     let (mut delays, mut recorded_after, mut waited) = (Vec::new(), Vec::new(), 0);
     for i in 2..=8u64 {
         h.later(delay as i64);
