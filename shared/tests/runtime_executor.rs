@@ -279,13 +279,35 @@ async fn stale_polls_are_dropped_without_calling_the_agent() {
 }
 
 /// A store that holds its first `get_run` answer until the test opens the gate, so its
-/// executor decides on a version someone else overwrites meanwhile.
+/// executor decides on a version someone else overwrites meanwhile, and answers
+/// `get_run_relaxed` with a version the test chose (as an eventually consistent read may);
+/// it counts reads of both kinds, writes and lost races.
 struct GatedStore {
     inner: Arc<EmbeddedStore>,
     gate: tokio::sync::Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+    stale: std::sync::Mutex<Option<Run>>,
     reads: AtomicUsize,
+    relaxed: AtomicUsize,
     writes: AtomicUsize,
     conflicts: AtomicUsize,
+}
+
+impl GatedStore {
+    fn over(inner: Arc<EmbeddedStore>) -> Self {
+        GatedStore {
+            inner,
+            gate: tokio::sync::Mutex::new(None),
+            stale: std::sync::Mutex::new(None),
+            reads: AtomicUsize::new(0),
+            relaxed: AtomicUsize::new(0),
+            writes: AtomicUsize::new(0),
+            conflicts: AtomicUsize::new(0),
+        }
+    }
+
+    fn serve_stale(&self, run: Run) {
+        *self.stale.lock().expect("lock") = Some(run);
+    }
 }
 
 #[async_trait]
@@ -305,6 +327,14 @@ impl RunStore for GatedStore {
             let _ = open.await;
         }
         out
+    }
+    async fn get_run_relaxed(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
+        self.relaxed.fetch_add(1, Ordering::SeqCst);
+        let stale = self.stale.lock().expect("lock").clone();
+        match stale {
+            Some(run) => Ok(Some(run)),
+            None => self.inner.get_run(run_id).await,
+        }
     }
     async fn put_run(
         &self,
@@ -378,13 +408,8 @@ steps:
 
     let (reached_tx, reached_rx) = oneshot::channel();
     let (open_tx, open_rx) = oneshot::channel();
-    let gated = Arc::new(GatedStore {
-        inner: l.store.clone(),
-        gate: tokio::sync::Mutex::new(Some((reached_tx, open_rx))),
-        reads: AtomicUsize::new(0),
-        writes: AtomicUsize::new(0),
-        conflicts: AtomicUsize::new(0),
-    });
+    let gated = Arc::new(GatedStore::over(l.store.clone()));
+    *gated.gate.lock().await = Some((reached_tx, open_rx));
     let agent = Arc::new(client(&sim, Duration::from_secs(300)));
     let slow = Arc::new(
         Executor::new(
@@ -835,87 +860,6 @@ async fn a_new_run_is_written_started_and_its_effects_are_queued_as_one_perform(
     assert_eq!(sim.runs_started(), 3);
 }
 
-/// A store whose `get_run_relaxed` answers with a version the test chose (as an eventually
-/// consistent read may), counting reads and lost races.
-struct StaleStore {
-    inner: Arc<EmbeddedStore>,
-    stale: std::sync::Mutex<Option<Run>>,
-    relaxed: AtomicUsize,
-    consistent: AtomicUsize,
-    conflicts: AtomicUsize,
-}
-
-impl StaleStore {
-    fn serve_stale(&self, run: Run) {
-        *self.stale.lock().expect("lock") = Some(run);
-    }
-}
-
-#[async_trait]
-impl RunStore for StaleStore {
-    async fn create_run(
-        &self,
-        run: &Run,
-        audit: &[AuditEntry],
-    ) -> Result<CreateOutcome, StoreError> {
-        self.inner.create_run(run, audit).await
-    }
-    async fn get_run(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
-        self.consistent.fetch_add(1, Ordering::SeqCst);
-        self.inner.get_run(run_id).await
-    }
-    async fn get_run_relaxed(&self, run_id: &str) -> Result<Option<Run>, StoreError> {
-        self.relaxed.fetch_add(1, Ordering::SeqCst);
-        let stale = self.stale.lock().expect("lock").clone();
-        match stale {
-            Some(run) => Ok(Some(run)),
-            None => self.inner.get_run(run_id).await,
-        }
-    }
-    async fn put_run(
-        &self,
-        run: &Run,
-        expected: u64,
-        audit: &[AuditEntry],
-    ) -> Result<(), StoreError> {
-        let out = self.inner.put_run(run, expected, audit).await;
-        if out.as_ref().is_err_and(StoreError::is_conflict) {
-            self.conflicts.fetch_add(1, Ordering::SeqCst);
-        }
-        out
-    }
-    async fn list_runs(&self, query: &RunQuery) -> Result<RunPage, StoreError> {
-        self.inner.list_runs(query).await
-    }
-    async fn due_runs(
-        &self,
-        now: Millis,
-        limit: usize,
-    ) -> Result<Vec<(String, Millis)>, StoreError> {
-        self.inner.due_runs(now, limit).await
-    }
-    async fn audit(
-        &self,
-        run_id: &str,
-        after: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<AuditEntry>, StoreError> {
-        self.inner.audit(run_id, after, limit).await
-    }
-    async fn find_idempotency_key(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.find_idempotency_key(key).await
-    }
-    async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        self.inner.put_session(session).await
-    }
-    async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
-        self.inner.get_session(name).await
-    }
-    async fn list_sessions(&self, active_only: bool) -> Result<Vec<SessionRecord>, StoreError> {
-        self.inner.list_sessions(active_only).await
-    }
-}
-
 /// Polls read their run with `get_run_relaxed` (on DynamoDB an eventually consistent read at
 /// half the units). A version that is behind must neither drop a live poll (it only looks
 /// stale: a consistent read decides) nor get a decision written (the conditional write loses,
@@ -938,13 +882,7 @@ async fn polls_read_relaxed_and_a_version_behind_neither_drops_a_poll_nor_is_wri
             .expect("a poll was queued")
     };
 
-    let store = Arc::new(StaleStore {
-        inner: l.store.clone(),
-        stale: std::sync::Mutex::new(None),
-        relaxed: AtomicUsize::new(0),
-        consistent: AtomicUsize::new(0),
-        conflicts: AtomicUsize::new(0),
-    });
+    let store = Arc::new(GatedStore::over(l.store.clone()));
     let executor = Executor::new(
         store.clone(),
         l.store.clone(),
@@ -959,7 +897,7 @@ async fn polls_read_relaxed_and_a_version_behind_neither_drops_a_poll_nor_is_wri
     executor.handle(&last_poll()).await.expect("poll");
     assert_eq!(store.relaxed.load(Ordering::SeqCst), 1);
     assert_eq!(
-        store.consistent.load(Ordering::SeqCst),
+        store.reads.load(Ordering::SeqCst),
         0,
         "no consistent read needed"
     );
@@ -970,7 +908,7 @@ async fn polls_read_relaxed_and_a_version_behind_neither_drops_a_poll_nor_is_wri
     store.serve_stale(created);
     let requests = sim.requests();
     executor.handle(&last_poll()).await.expect("poll");
-    assert_eq!(store.consistent.load(Ordering::SeqCst), 1);
+    assert_eq!(store.reads.load(Ordering::SeqCst), 1);
     assert!(sim.requests() > requests, "the poll was not dropped");
 
     // The relaxed read answers with the latest content under an older version: whenever the
