@@ -4,6 +4,7 @@
 //! ```sh
 //! cargo run --profile sim -p flowgate-bench              # starts moto from .venv when AWS_ENDPOINT_URL is unset
 //! cargo run --profile sim -p flowgate-bench -- --no-write
+//! FLOWGATE_BENCH_TRACE=1 cargo run --profile sim -p flowgate-bench -- --reference-only  # every billed write on stderr
 //! ```
 //!
 //! Sections: AWS requests of the reference workflow (fixed 8 s and adaptive polling) counted
