@@ -232,9 +232,9 @@ fn item_class(item: &Value) -> &'static str {
     }
 }
 
-/// `FLOWGATE_BENCH_TRACE=1`: print every billed write with its index units (to see where a
-/// run's write units go).
-fn trace_writes() -> bool {
+/// `FLOWGATE_BENCH_TRACE=1`: print every billed write with its index units, each measured run
+/// under a header line (to see where a run's write units go).
+pub fn trace_writes() -> bool {
     std::env::var_os("FLOWGATE_BENCH_TRACE").is_some_and(|v| v == "1")
 }
 

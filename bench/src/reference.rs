@@ -322,7 +322,7 @@ pub async fn measure(
     shape: Shape,
     polling: Polling,
 ) -> Result<Measured, BoxError> {
-    if std::env::var_os("FLOWGATE_BENCH_TRACE").is_some_and(|v| v == "1") {
+    if crate::proxy::trace_writes() {
         eprintln!("--- {}, {}", shape.label(), polling.label());
     }
     let epoch: Millis = flowgate_sim::EPOCH;

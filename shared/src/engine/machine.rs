@@ -500,9 +500,7 @@ impl Cx<'_> {
         let crosses_budget = progressed && !progress_due && self.has_budgets() && {
             let mut trial = self.run.clone();
             if let Some(t) = trial.steps.get_mut(step).and_then(|s| s.agent.as_mut()) {
-                t.turns = obs.turns.max(t.turns);
-                t.tokens = obs.tokens.max(t.tokens);
-                t.cost_usd = obs.cost_usd.max(t.cost_usd);
+                take_progress(t, obs);
             }
             budget_crossing(&trial, self.def, now).is_some()
         };
@@ -542,12 +540,10 @@ impl Cx<'_> {
             let Some(a) = s.agent.as_mut() else { return };
             a.polls += 1;
             a.upstream_status = obs.status;
-            a.turns = obs.turns.max(a.turns);
+            take_progress(a, obs);
             if obs.max_turns.is_some() {
                 a.max_turns = obs.max_turns;
             }
-            a.tokens = obs.tokens.max(a.tokens);
-            a.cost_usd = obs.cost_usd.max(a.cost_usd);
             a.phase = obs.phase.clone().or(a.phase.take());
             if obs.session_id.is_some() {
                 a.session_id = obs.session_id.clone();
@@ -1305,10 +1301,7 @@ impl Cx<'_> {
     }
 
     fn budget_gate_pending(&self) -> bool {
-        self.run
-            .budget_gate
-            .as_ref()
-            .is_some_and(|g| g.approval.status == ApprovalStatus::Pending)
+        budget_gate_pending(self.run)
     }
 
     /// Pause the run on "continue past the budget?": stop the agent runs in scope (the step,
@@ -2541,6 +2534,20 @@ fn scaled(b: &Budget, grants: u32) -> Budget {
     }
 }
 
+/// The run is paused on "continue past the budget?".
+fn budget_gate_pending(run: &Run) -> bool {
+    run.budget_gate
+        .as_ref()
+        .is_some_and(|g| g.approval.status == ApprovalStatus::Pending)
+}
+
+/// Take a poll's turns, tokens and cost into the agent's recorded progress (they only grow).
+fn take_progress(a: &mut AgentProgress, obs: &AgentObservation) {
+    a.turns = obs.turns.max(a.turns);
+    a.tokens = obs.tokens.max(a.tokens);
+    a.cost_usd = obs.cost_usd.max(a.cost_usd);
+}
+
 /// A budget a run has crossed: the run's (`step` = None) or a running agent step's, scaled by
 /// the grants so far, and why.
 struct BudgetCrossing {
@@ -2552,11 +2559,7 @@ struct BudgetCrossing {
 /// The first budget `run` has crossed at `now`, the run's before its steps'; none while a
 /// budget gate is open.
 fn budget_crossing(run: &Run, def: &WorkflowDefinition, now: Millis) -> Option<BudgetCrossing> {
-    if run
-        .budget_gate
-        .as_ref()
-        .is_some_and(|g| g.approval.status == ApprovalStatus::Pending)
-    {
+    if budget_gate_pending(run) {
         return None;
     }
     if let Some(b) = &def.budget {

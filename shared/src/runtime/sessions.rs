@@ -36,8 +36,8 @@ impl Executor {
 }
 
 /// Upsert the session records of steps whose agent session id `run` has and `before` had
-/// not. Also used by
-/// [`create_run`](super::create_run), which decides a run's start before any executor sees it.
+/// not. Also used by [`create_run`](super::create_run), which decides a run's start before
+/// any executor sees it.
 pub(super) async fn record_sessions(store: &dyn RunStore, before: &Before, run: &Run, now: Millis) {
     for (step, state) in &run.steps {
         let Some(session_id) = state.agent.as_ref().and_then(|a| a.session_id.as_ref()) else {

@@ -8,7 +8,7 @@ use super::executor::Before;
 use super::sessions::record_sessions;
 use crate::definition::{Problem, StoredWorkflow, WhenFull, WorkflowDefinition, resolve_inputs};
 use crate::engine::{Event, decide_mut};
-use crate::model::{AuditEntry, Millis, Run, RunStatus};
+use crate::model::{AuditEntry, Millis, Run};
 use crate::ports::{
     CreateOutcome, RecordStore, RunStore, StoreError, WorkMessage, WorkQueue, WorkflowStore,
 };
@@ -254,21 +254,20 @@ pub async fn create_run(
     // A run that waits for a slot is started by the admission pump instead.
     let before = Before::of(&run);
     let mut effects = Vec::new();
-    if !run.queued {
-        let mut started = run.clone();
-        match decide_mut(&mut started, def, &Event::Start, now) {
+    let decided = !run.queued
+        && match decide_mut(&mut run, def, &Event::Start, now) {
             Ok(changes) => {
-                run = started;
                 audit.extend(changes.audit);
                 effects = changes.effects;
+                true
             }
-            // Not expected of a new run; the executor then decides it as it used to.
+            // Not expected of a new run (a refused event leaves the run as it was); the
+            // executor then decides it as it used to.
             Err(rejection) => {
                 warn!(run_id = %run.id, %rejection, "the engine refused to start the new run here; queueing its start");
+                false
             }
-        }
-    }
-    let decided = run.status != RunStatus::Pending;
+        };
     let (run_id, existing) = match store.create_run(&run, &audit).await? {
         CreateOutcome::Created => (run.id.clone(), false),
         CreateOutcome::Existing(id) => (id, true),
