@@ -151,7 +151,6 @@ fn engine_decisions_per_second() -> Result<f64, BoxError> {
                         step: step.into(),
                         attempt,
                         poll: polls,
-                        interval_ms: 2_000,
                         observation,
                     },
                     now,
@@ -205,15 +204,20 @@ fn shape_section(md: &mut String, runs: &[Measured]) -> String {
             .collect();
         format!("{} ({})", m.messages, parts.join(", "))
     });
-    row(md, "SQS requests (send / receive / delete)", &|m| {
-        format!(
-            "{} ({} / {} / {})",
-            m.sqs_requests(),
-            m.sqs_send_calls,
-            m.sqs_receive_calls,
-            m.sqs_delete_calls
-        )
-    });
+    row(
+        md,
+        "SQS requests (send / receive / delete / change visibility)",
+        &|m| {
+            format!(
+                "{} ({} / {} / {} / {})",
+                m.sqs_requests(),
+                m.sqs_send_calls,
+                m.sqs_receive_calls,
+                m.sqs_delete_calls,
+                m.sqs_hand_back_calls
+            )
+        },
+    );
     let ops: std::collections::BTreeSet<&String> =
         runs.iter().flat_map(|m| m.dynamodb.keys()).collect();
     for op in ops {

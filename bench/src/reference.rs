@@ -119,6 +119,8 @@ pub struct Measured {
     pub message_kinds: BTreeMap<String, u64>,
     pub sqs_receive_calls: u64,
     pub sqs_delete_calls: u64,
+    /// `ChangeMessageVisibility` calls: a poll chain handing its message back.
+    pub sqs_hand_back_calls: u64,
     pub invocations: Vec<Invocation>,
     pub api_requests: u64,
     pub agent_polls: u64,
@@ -141,14 +143,19 @@ impl Measured {
         self.dynamodb.values().map(|o| o.requests).sum()
     }
     pub fn sqs_requests(&self) -> u64 {
-        self.sqs_send_calls + self.sqs_receive_calls + self.sqs_delete_calls
+        self.sqs_send_calls
+            + self.sqs_receive_calls
+            + self.sqs_delete_calls
+            + self.sqs_hand_back_calls
     }
 }
 
-/// The queue on the virtual clock, counting `SendMessage`/`SendMessageBatch` calls.
+/// The queue on the virtual clock, counting `SendMessage`/`SendMessageBatch` and
+/// `ChangeMessageVisibility` calls.
 struct CountingQueue {
     inner: Arc<SimQueue>,
     calls: AtomicU64,
+    hand_backs: AtomicU64,
     messages: AtomicU64,
     kinds: std::sync::Mutex<BTreeMap<String, u64>>,
 }
@@ -195,6 +202,11 @@ impl WorkQueue for CountingQueue {
     }
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
         self.inner.ack(receipt).await
+    }
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        // ChangeMessageVisibility: one request.
+        self.hand_backs.fetch_add(1, Ordering::Relaxed);
+        self.inner.redeliver(receipt, delay).await
     }
 }
 
@@ -332,6 +344,7 @@ pub async fn measure(
     let queue = Arc::new(CountingQueue {
         inner: sim_queue.clone(),
         calls: AtomicU64::new(0),
+        hand_backs: AtomicU64::new(0),
         messages: AtomicU64::new(0),
         kinds: Default::default(),
     });
@@ -395,6 +408,11 @@ pub async fn measure(
             let polled = matches!(received.message, WorkMessage::Poll { .. });
             let mut record = SqsMessage::default();
             record.message_id = Some(format!("m-{id}"));
+            record.receipt_handle = Some(received.receipt.clone());
+            record.attributes.insert(
+                "ApproximateReceiveCount".into(),
+                received.receive_count.to_string(),
+            );
             record.body = Some(serde_json::to_string(&received.message)?);
             let mut event = SqsEvent::default();
             event.records = vec![record];
@@ -467,6 +485,7 @@ pub async fn measure(
             .clone(),
         sqs_receive_calls: receives,
         sqs_delete_calls: deletes,
+        sqs_hand_back_calls: queue.hand_backs.load(Ordering::Relaxed),
         invocations,
         api_requests,
         agent_polls: agent.polls.load(Ordering::Relaxed),

@@ -121,7 +121,6 @@ fn script(def: &WorkflowDefinition, initial: &Run) -> Vec<(Event, Millis)> {
                         step,
                         attempt,
                         poll,
-                        interval_ms: 0,
                         observation: AgentObservation {
                             status: Some(if done {
                                 AgentRunStatus::Completed

@@ -145,7 +145,6 @@ fn simulate(polling: &PollingPolicy, run_ms: Millis) -> Tally {
                             step,
                             attempt,
                             poll,
-                            interval_ms: delay_ms,
                             observation: AgentObservation::default(),
                         };
                         queue.push(now + delay_ms as Millis, e);

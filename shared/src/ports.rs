@@ -779,9 +779,6 @@ pub enum WorkMessage {
         attempt: u32,
         upstream_run_id: String,
         poll: u32,
-        /// The delay this poll was sent with (see `Event::AgentObserved::interval_ms`).
-        #[serde(default)]
-        interval_ms: u64,
     },
     /// Tick the run. `at` is the timer this wake-up is for: a wake-up sent before `at`
     /// (because SQS delays stop at 15 minutes) is re-sent until `at` passes. The sweeper's
@@ -859,4 +856,18 @@ pub trait WorkQueue: Send + Sync {
     /// Delete a received message. Acking a receipt whose message was already redelivered or
     /// deleted is not an error.
     async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
+
+    /// Hand a received message back, to be delivered again (unchanged) after `delay` (at most
+    /// [`MAX_DELAY`]): SQS's `ChangeMessageVisibility`. The caller must then not ack it. One
+    /// request instead of a send and a delete, which is how a poll chain waits for its next
+    /// poll (see [`Executor::handle_delivered`](crate::runtime::Executor::handle_delivered)).
+    /// A receipt superseded by a later delivery is not an error: that delivery owns the
+    /// message now.
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
 }
+
+/// How many times a poll chain's message is handed back ([`WorkQueue::redeliver`]) before it
+/// is replaced by a fresh one. SQS counts every receive towards the queue's redrive limit
+/// (`maxReceiveCount`, 20 in the template), so a message received this often is sent anew,
+/// which leaves the remaining receives for real failures before the dead-letter queue.
+pub const REDELIVER_MAX_RECEIVES: u32 = 15;

@@ -330,7 +330,6 @@ impl World {
                     step: step.clone(),
                     attempt: *attempt,
                     poll: *poll,
-                    interval_ms: 0,
                     observation: obs,
                 });
             }

@@ -237,7 +237,6 @@ fn timed_out_agent_is_killed_and_retried_with_backoff() {
         step: "build".into(),
         attempt: 1,
         poll: 0,
-        interval_ms: 0,
         observation: completed("late"),
     });
     h.at(610_000);
@@ -948,7 +947,6 @@ fn stale_and_duplicate_events_are_no_ops() {
         step: "plan".into(),
         attempt: 1,
         poll: 0,
-        interval_ms: 0,
         observation: running(0, 99),
     });
     // Events for a step that is not running, or an attempt that does not exist.
@@ -961,7 +959,6 @@ fn stale_and_duplicate_events_are_no_ops() {
         step: "plan".into(),
         attempt: 7,
         poll: 1,
-        interval_ms: 0,
         observation: completed("x"),
     });
     h.send_noop(Event::CompensationFinished {
@@ -988,7 +985,6 @@ fn stale_and_duplicate_events_are_no_ops() {
         step: "left".into(),
         attempt: 1,
         poll: 0,
-        interval_ms: 0,
         observation: completed("late"),
     });
 }
@@ -1198,7 +1194,6 @@ steps:
             step: "a".into(),
             attempt: 1,
             poll: 1,
-            interval_ms: interval,
             observation: running(0, 10),
         });
         let Effect::PollAgent { delay_ms, poll, .. } = &effects[0] else {
@@ -1356,7 +1351,6 @@ fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_restarts_th
             step: "plan".into(),
             attempt: 1,
             poll,
-            interval_ms: delay,
             observation: running(0, 100 * i),
         });
         if h.run != before {
@@ -1368,13 +1362,14 @@ fn growing_tokens_are_written_once_a_minute_and_only_a_status_change_restarts_th
         delay = *delay_ms;
         delays.push(delay);
     }
+    // The backoff goes on from the last recorded poll: interval = recorded + elapsed × 0.5.
     assert_eq!(
         delays,
-        vec![4_500, 6_750, 10_125, 15_187, 22_780, 34_170, 51_255]
+        vec![4_500, 6_750, 10_125, 15_187, 22_781, 34_171, 51_256]
     );
     assert_eq!(
         recorded_after,
-        vec![62_342],
+        vec![62_343],
         "progress only once a minute had passed since the last write"
     );
     assert_eq!(

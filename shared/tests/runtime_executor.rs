@@ -256,7 +256,6 @@ async fn stale_polls_are_dropped_without_calling_the_agent() {
         attempt,
         upstream_run_id: upstream.into(),
         poll,
-        interval_ms: 50,
     };
     for message in [
         stale("a", 1, &upstream_run_id, 3), // an older or duplicated poll chain

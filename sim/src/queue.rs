@@ -145,6 +145,24 @@ impl SimQueue {
         }
     }
 
+    /// Make the message of `receipt` visible again `delay_ms` from now (SQS's
+    /// `ChangeMessageVisibility`); a stale receipt changes nothing, as on SQS.
+    pub fn hand_back(&self, receipt: &str, delay_ms: Millis) {
+        let now = self.clock.now_ms();
+        let mut state = self.lock();
+        let Some(id) = receipt
+            .split_once(':')
+            .and_then(|(id, _)| id.parse::<u64>().ok())
+        else {
+            return;
+        };
+        if let Some(entry) = state.entries.get_mut(&id)
+            && entry.receipt.as_deref() == Some(receipt)
+        {
+            entry.visible_at = now + delay_ms.max(0);
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.lock().entries.len()
     }
@@ -193,6 +211,12 @@ impl WorkQueue for SimQueue {
 
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
         self.delete(receipt);
+        Ok(())
+    }
+
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        check_delay(delay)?;
+        self.hand_back(receipt, delay_ms(delay));
         Ok(())
     }
 }
@@ -282,6 +306,35 @@ impl WorkQueue for FaultQueue {
             return Err(crashed());
         }
         self.inner.delete(receipt);
+        Ok(())
+    }
+
+    /// A hand-back meets a send's faults: refused, done with the answer lost, or the process
+    /// dying right after it.
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        if self.fuse.is_dead() {
+            return Err(crashed());
+        }
+        check_delay(delay)?;
+        let faults = &self.chaos.faults;
+        if self.chaos.chance(faults.send_unavailable) {
+            FaultCounts::bump(&self.chaos.counts.send_errors);
+            return Err(QueueError::Unavailable {
+                message: "simulated: SQS answered 503".into(),
+            });
+        }
+        self.inner.hand_back(receipt, delay_ms(delay));
+        if self.chaos.chance(faults.crash_after_call) {
+            FaultCounts::bump(&self.chaos.counts.crashes);
+            self.fuse.kill();
+            return Err(crashed());
+        }
+        if self.chaos.chance(faults.send_answer_lost) {
+            FaultCounts::bump(&self.chaos.counts.lost_send_answers);
+            return Err(QueueError::Unavailable {
+                message: "simulated: the hand-back's answer was lost".into(),
+            });
+        }
         Ok(())
     }
 }

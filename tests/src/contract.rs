@@ -1938,7 +1938,6 @@ pub mod queue {
                         attempt: 1,
                         upstream_run_id: format!("up-{i}"),
                         poll: i,
-                        interval_ms: 2_000,
                     },
                     _ => WorkMessage::Event {
                         run_id: format!("r-{i}"),

@@ -80,7 +80,6 @@ pub async fn resume(
                     attempt: step.attempt,
                     upstream_run_id: upstream_run_id.clone(),
                     poll: agent.polls,
-                    interval_ms: agent.poll_interval_ms,
                 });
             }
         }

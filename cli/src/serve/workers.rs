@@ -10,7 +10,8 @@ use flowgate_shared::adapters::memqueue::MemQueue;
 use flowgate_shared::adapters::record_scheduler::RecordScheduler;
 use flowgate_shared::ports::{Received, WorkQueue};
 use flowgate_shared::runtime::{
-    Clock, Executor, SchedulePorts, SweepPorts, Ticker, fire_schedule, message_step, sweep_all,
+    Clock, Executor, Handled, Receipt, SchedulePorts, SweepPorts, Ticker, fire_schedule,
+    message_step, sweep_all,
 };
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, field, info_span, warn};
@@ -65,7 +66,8 @@ pub(super) async fn worker(
 }
 
 /// Handle one delivery: ack when done or when retrying cannot help; leave a retryable failure
-/// unacked so the queue delivers it again after the visibility timeout.
+/// unacked so the queue delivers it again after the visibility timeout, and a poll the
+/// executor handed back (its chain's next poll) unacked too.
 async fn handle(worker: u16, queue: &MemQueue, executor: &Executor, received: Received) {
     let message = &received.message;
     let span = info_span!(
@@ -79,8 +81,13 @@ async fn handle(worker: u16, queue: &MemQueue, executor: &Executor, received: Re
         span.record("step_id", step);
     }
     async {
-        let done = match executor.handle(message).await {
-            Ok(()) => true,
+        let receipt = Receipt {
+            receipt: &received.receipt,
+            receive_count: received.receive_count,
+        };
+        let done = match executor.handle_delivered(message, Some(receipt)).await {
+            Ok(Handled::Done) => true,
+            Ok(Handled::HandedBack) => false,
             Err(e) if e.is_retryable() && received.receive_count < MAX_RECEIVES => {
                 warn!(error = %e, "message failed; it will be delivered again after the visibility timeout");
                 false

@@ -19,7 +19,9 @@ use flowgate_shared::adapters::sqs::{SqsQueue, decode_body};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
 use flowgate_shared::notify::Notifier;
 use flowgate_shared::notify::config::{NotifyConfig, NotifyConfigError};
-use flowgate_shared::runtime::{ExecError, Executor, SystemClock, message_step};
+use flowgate_shared::runtime::{
+    ExecError, Executor, Handled, Receipt, SystemClock, message_step,
+};
 use futures::StreamExt;
 use tracing::{Instrument, error, field, info_span, warn};
 
@@ -273,6 +275,9 @@ pub async fn init_from_env() -> Result<Executor, ConfigError> {
 /// Handle one SQS batch; the response names the records to deliver again.
 ///
 /// - A record the executor handled, or one that was stale, is done.
+/// - A poll whose chain goes on was handed back to the queue for its next poll
+///   (`ChangeMessageVisibility`); it is reported so the event source mapping does not delete it
+///   (with `ReportBatchItemFailures`, reported records do not slow the mapping's polling).
 /// - A record that failed retryably (store or agent unavailable, a lost write race) is
 ///   reported, so SQS delivers it again after the visibility timeout.
 /// - A record that failed for a reason retrying cannot fix is logged and counted as done; the
@@ -328,8 +333,24 @@ async fn handle_record(executor: &Executor, record: SqsMessage) -> Option<String
         if let Some(step) = message_step(&message) {
             span.record("step_id", step);
         }
-        match executor.handle(&message).await {
-            Ok(()) => None,
+        // A poll chain hands its own message back for its next poll; that needs the receipt,
+        // and the message id to report it with (so the event source mapping leaves it be).
+        let receive_count = record
+            .attributes
+            .get("ApproximateReceiveCount")
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(1);
+        let receipt = record
+            .receipt_handle
+            .as_deref()
+            .filter(|_| !message_id.is_empty())
+            .map(|receipt| Receipt {
+                receipt,
+                receive_count,
+            });
+        match executor.handle_delivered(&message, receipt).await {
+            Ok(Handled::Done) => None,
+            Ok(Handled::HandedBack) => Some(message_id.clone()),
             Err(e) if e.is_retryable() => {
                 warn!(error = %e, "record failed; it will be delivered again");
                 if message_id.is_empty() {

@@ -196,4 +196,27 @@ impl WorkQueue for MemQueue {
         }
         Ok(())
     }
+
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        check_delay(delay)?;
+        let visible_at = Instant::now() + delay;
+        {
+            let mut state = self.lock();
+            let State {
+                receipts,
+                messages,
+                by_visibility,
+                ..
+            } = &mut *state;
+            if let Some(id) = receipts.get(receipt)
+                && let Some(entry) = messages.get_mut(id)
+            {
+                by_visibility.remove(&(entry.visible_at, *id));
+                entry.visible_at = visible_at;
+                by_visibility.insert((visible_at, *id));
+            }
+        }
+        self.arrived.notify_waiters();
+        Ok(())
+    }
 }

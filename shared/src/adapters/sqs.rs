@@ -273,4 +273,23 @@ impl WorkQueue for SqsQueue {
             Err(e) => Err(sdk_err("DeleteMessage", e)),
         }
     }
+
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        check_delay(delay)?;
+        match self
+            .client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(delay_seconds(delay))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            // Received again since (this delivery outlived its visibility timeout): the newer
+            // delivery owns the message.
+            Err(e) if e.code() == Some("ReceiptHandleIsInvalid") => Ok(()),
+            Err(e) => Err(sdk_err("ChangeMessageVisibility", e)),
+        }
+    }
 }

@@ -140,6 +140,23 @@ impl PollingPolicy {
         let base = if current_ms == 0 { initial } else { current_ms };
         ((base as f64 * self.factor.max(1.0)) as u64).clamp(initial, max)
     }
+
+    /// The interval after a poll `elapsed_ms` after the chain's last recorded poll, which chose
+    /// `recorded_ms`: the backoff continued from the record, as if every poll in between had
+    /// multiplied the interval by `factor`. A geometric chain's interval grows by `factor - 1`
+    /// times the time it has run, so polls that were not written need not carry their interval
+    /// (a poll chain's message is handed back to the queue unchanged).
+    pub fn interval_since(&self, recorded_ms: u64, elapsed_ms: i64) -> u64 {
+        let initial = self.initial.as_millis().max(1);
+        let max = self.max.as_millis().max(initial);
+        let base = if recorded_ms == 0 {
+            initial
+        } else {
+            recorded_ms
+        };
+        let grown = base as f64 + elapsed_ms.max(0) as f64 * (self.factor.max(1.0) - 1.0);
+        (grown as u64).clamp(initial, max)
+    }
 }
 
 /// Caps on agent spend. Crossing one stops the agent run (killed on the agent service) and

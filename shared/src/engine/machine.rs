@@ -250,9 +250,8 @@ impl Cx<'_> {
                 step,
                 attempt,
                 poll,
-                interval_ms,
                 observation,
-            } => self.on_agent_observed(step, *attempt, *poll, *interval_ms, observation),
+            } => self.on_agent_observed(step, *attempt, *poll, observation),
             Event::AgentKilled { step, attempt } => {
                 let before = self.run.pending_kills.len();
                 self.run
@@ -470,7 +469,6 @@ impl Cx<'_> {
         step: &str,
         attempt: u32,
         poll: u32,
-        interval_ms: u64,
         obs: &AgentObservation,
     ) {
         if !self.is_current(step, attempt, StepStatus::Running) {
@@ -506,18 +504,15 @@ impl Cx<'_> {
         };
         let changed =
             status_changed || session_changed || (progressed && (progress_due || crosses_budget));
-        let waited = if interval_ms == 0 {
-            a.poll_interval_ms
-        } else {
-            interval_ms
-        };
         // A change of status (the run leaving `pending`) restarts the backoff, counting this
         // poll as the first of the new chain: a long setup does not leave the run's real work
-        // polled slowly, and a short one does not cost an extra quick poll.
+        // polled slowly, and a short one does not cost an extra quick poll. Otherwise the
+        // backoff goes on from the last recorded poll (polls in between were not written).
         let interval = if status_changed {
             polling.next_interval(polling.initial.as_millis())
         } else {
-            polling.next_interval(waited)
+            let recorded_at = a.polled_at.unwrap_or(now);
+            polling.interval_since(a.poll_interval_ms, now - recorded_at)
         };
         if !changed {
             let heartbeat = a.polled_at.is_none_or(|p| now - p >= POLL_HEARTBEAT_MS);

@@ -41,10 +41,6 @@ pub enum Event {
         step: String,
         attempt: u32,
         poll: u32,
-        /// The interval this poll waited (the poll chain carries its own backoff, so a poll that
-        /// sees no progress needs no write).
-        #[serde(default)]
-        interval_ms: u64,
         observation: AgentObservation,
     },
     /// A kill request reached the agent service.

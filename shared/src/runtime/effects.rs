@@ -100,7 +100,6 @@ impl Executor {
                     attempt: *attempt,
                     upstream_run_id: upstream_run_id.clone(),
                     poll: *poll,
-                    interval_ms: *delay_ms,
                 };
                 self.queue.send(&message, delay).await?;
                 Ok(None)

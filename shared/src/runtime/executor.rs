@@ -20,7 +20,9 @@ use crate::definition::{StepAction, WorkflowDefinition};
 use crate::engine::{AgentObservation, Effect, Event, Rejection, decide_mut};
 use crate::model::{AgentRunStatus, Millis, Run, StepStatus};
 use crate::notify::Notifier;
-use crate::ports::{MAX_DELAY, RunStore, WorkMessage, WorkQueue, WorkflowStore};
+use crate::ports::{
+    MAX_DELAY, REDELIVER_MAX_RECEIVES, RunStore, WorkMessage, WorkQueue, WorkflowStore,
+};
 
 /// Events one message may process inline (the first plus the outcomes of effects it caused).
 /// More are handed to the queue as `WorkMessage::Event`s, so one message cannot keep a Lambda
@@ -36,6 +38,63 @@ pub const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Pinned definitions kept in memory; a warm Lambda sees few distinct (workflow, version) pairs.
 const DEFINITION_CACHE_SIZE: usize = 256;
+
+/// How the message being handled was delivered, for a consumer that can hand it back to the
+/// queue ([`WorkQueue::redeliver`]) instead of acking it: the Lambda poller, `flowgate serve`'s
+/// workers.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt<'a> {
+    /// The delivery's receipt handle.
+    pub receipt: &'a str,
+    /// How many times the message was received, this time included (SQS's
+    /// `ApproximateReceiveCount`).
+    pub receive_count: u32,
+}
+
+/// What became of a handled message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Done with: ack (delete) it.
+    Done,
+    /// Handed back to the queue to come again (a poll chain waiting for its next poll): the
+    /// consumer must not ack it.
+    HandedBack,
+}
+
+/// The poll chain a poll message belongs to.
+#[derive(Debug, Clone, Copy)]
+struct PollChain<'a> {
+    run_id: &'a str,
+    step: &'a str,
+    attempt: u32,
+    upstream_run_id: &'a str,
+    poll: u32,
+}
+
+impl PollChain<'_> {
+    /// The delay of the next poll when a decision's only effect is this chain's next poll
+    /// (the same message, unchanged, would carry it).
+    fn next_delay(&self, effects: &[Effect]) -> Option<Duration> {
+        match effects {
+            [
+                Effect::PollAgent {
+                    step,
+                    attempt,
+                    upstream_run_id,
+                    poll,
+                    delay_ms,
+                },
+            ] if step == self.step
+                && *attempt == self.attempt
+                && upstream_run_id == self.upstream_run_id
+                && *poll == self.poll =>
+            {
+                Some(Duration::from_millis(*delay_ms).min(MAX_DELAY))
+            }
+            _ => None,
+        }
+    }
+}
 
 /// Performs work messages: see the module docs for the order of reads, writes and effects.
 pub struct Executor {
@@ -192,6 +251,22 @@ impl Executor {
     /// error means retrying cannot help (log it and drop the message: the run's `wake_at` and
     /// the sweeper keep the run recoverable).
     pub async fn handle(&self, message: &WorkMessage) -> Result<(), ExecError> {
+        self.handle_delivered(message, None).await.map(|_| ())
+    }
+
+    /// [`Executor::handle`] for a consumer that can hand the message back to the queue. A
+    /// poll whose chain goes on unchanged (the next poll is for the same chain: nothing was
+    /// recorded that starts a new one) hands its own message back for the next interval,
+    /// one `ChangeMessageVisibility` on SQS instead of a `SendMessage` and the event source
+    /// mapping's `DeleteMessage`, and answers [`Handled::HandedBack`]. If the hand-back fails,
+    /// or the message was received [`REDELIVER_MAX_RECEIVES`] times, the next poll is sent as
+    /// a new message instead and the message is done.
+    pub async fn handle_delivered(
+        &self,
+        message: &WorkMessage,
+        receipt: Option<Receipt<'_>>,
+    ) -> Result<Handled, ExecError> {
+        let done = |r: Result<(), ExecError>| r.map(|()| Handled::Done);
         match message {
             WorkMessage::Event { run_id, event } => {
                 let span = info_span!(
@@ -208,16 +283,20 @@ impl Executor {
                         span.record("attempt", attempt);
                     }
                 }
-                self.process(run_id, event.clone(), None)
-                    .instrument(span)
-                    .await
+                done(
+                    self.process(run_id, event.clone(), None)
+                        .instrument(span)
+                        .await,
+                )
             }
             WorkMessage::Perform { run_id, effects } => {
                 let span =
                     info_span!("work", kind = "perform", run_id = %run_id, effects = effects.len());
-                self.perform_deferred(run_id, effects)
-                    .instrument(span)
-                    .await
+                done(
+                    self.perform_deferred(run_id, effects)
+                        .instrument(span)
+                        .await,
+                )
             }
             WorkMessage::Deliver {
                 run_id,
@@ -232,13 +311,15 @@ impl Executor {
                     delivery = delivery.name(),
                     attempt,
                 );
-                self.deliver(run_id, delivery, *attempt, *not_before)
-                    .instrument(span)
-                    .await
+                done(
+                    self.deliver(run_id, delivery, *attempt, *not_before)
+                        .instrument(span)
+                        .await,
+                )
             }
             WorkMessage::Wake { run_id, at } => {
                 let span = info_span!("work", kind = "wake", run_id = %run_id, at = ?at);
-                self.wake(run_id, *at).instrument(span).await
+                done(self.wake(run_id, *at).instrument(span).await)
             }
             WorkMessage::Poll {
                 run_id,
@@ -246,7 +327,6 @@ impl Executor {
                 attempt,
                 upstream_run_id,
                 poll,
-                interval_ms,
             } => {
                 let span = info_span!(
                     "work",
@@ -257,9 +337,14 @@ impl Executor {
                     poll,
                     upstream_run_id = %upstream_run_id,
                 );
-                self.poll(run_id, step, *attempt, upstream_run_id, *poll, *interval_ms)
-                    .instrument(span)
-                    .await
+                let chain = PollChain {
+                    run_id,
+                    step,
+                    attempt: *attempt,
+                    upstream_run_id,
+                    poll: *poll,
+                };
+                self.poll(chain, receipt).instrument(span).await
             }
         }
     }
@@ -295,15 +380,21 @@ impl Executor {
     /// (a wrong API key, a malformed answer) is returned as non-retryable: the poll is dropped
     /// and the step's lost-poll timer (`wake_at`) re-issues a poll a few minutes later, so
     /// fixing the configuration resumes polling without failing anyone's step.
+    ///
+    /// With a `receipt`, a poll whose chain goes on unchanged hands its message back (see
+    /// [`Executor::handle_delivered`]).
     async fn poll(
         &self,
-        run_id: &str,
-        step: &str,
-        attempt: u32,
-        upstream_run_id: &str,
-        poll: u32,
-        interval_ms: u64,
-    ) -> Result<(), ExecError> {
+        chain: PollChain<'_>,
+        receipt: Option<Receipt<'_>>,
+    ) -> Result<Handled, ExecError> {
+        let PollChain {
+            run_id,
+            step,
+            attempt,
+            upstream_run_id,
+            poll,
+        } = chain;
         let current = |run: &Run| {
             run.steps
                 .get(step)
@@ -323,11 +414,11 @@ impl Executor {
                 Some(run) if current(&run) => run,
                 Some(_) => {
                     debug!("stale poll (the step moved on); dropping it without calling the agent");
-                    return Ok(());
+                    return Ok(Handled::Done);
                 }
                 None => {
                     debug!("the run does not exist; dropping the poll");
-                    return Ok(());
+                    return Ok(Handled::Done);
                 }
             },
         };
@@ -336,7 +427,7 @@ impl Executor {
             warn!(
                 "poll for a step that is not an agent step in the pinned definition; dropping it"
             );
-            return Ok(());
+            return Ok(Handled::Done);
         };
         let observation = match self.agent.observe(&workflow, upstream_run_id).await {
             Ok(observation) => observation,
@@ -367,10 +458,35 @@ impl Executor {
             step: step.to_string(),
             attempt,
             poll,
-            interval_ms,
             observation,
         };
-        self.process(run_id, event, Some(run)).await
+        let Some(applied) = self.apply(run_id, &event, Some(run)).await? else {
+            return Ok(Handled::Done);
+        };
+        if let Some(receipt) = receipt
+            && receipt.receive_count < REDELIVER_MAX_RECEIVES
+            && let Some(delay) = chain.next_delay(&applied.effects)
+        {
+            match self.queue.redeliver(receipt.receipt, delay).await {
+                Ok(()) => {
+                    debug!(
+                        delay_ms = delay.as_millis() as u64,
+                        "poll chain goes on; message handed back for the next poll"
+                    );
+                    self.record_sessions(&applied).await;
+                    return Ok(Handled::HandedBack);
+                }
+                Err(e) => {
+                    warn!(error = %e, "cannot hand the poll message back; sending the next poll as a new message");
+                }
+            }
+        }
+        let (next, failed) = self.perform_all(&applied).await;
+        let drained = self.drain(run_id, next.into(), Some(applied.run), 1).await;
+        match failed {
+            Some(e) => Err(e),
+            None => drained.map(|()| Handled::Done),
+        }
     }
 
     /// Apply `first`, perform its effects, apply their outcomes, and so on, up to

@@ -32,8 +32,8 @@ pub use deliver::MAX_DELIVERY_ATTEMPTS;
 pub use effects::{MAX_HTTP_OUTPUT_BYTES, START_CLAIMS};
 pub use error::ExecError;
 pub use executor::{
-    CommandError, Executor, HTTP_TIMEOUT, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, delay_until,
-    event_step, message_step,
+    CommandError, Executor, HTTP_TIMEOUT, Handled, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, Receipt,
+    delay_until, event_step, message_step,
 };
 pub use schedules::{
     Fired, SCHEDULE_LAST_RUN, ScheduleError, SchedulePorts, SyncReport, Ticker, fire_schedule,

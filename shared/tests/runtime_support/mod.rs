@@ -505,6 +505,15 @@ impl WorkQueue for CrashQueue {
     async fn ack(&self, receipt: &str) -> Result<(), QueueError> {
         guarded!(self.fuse, "queue.ack", queue_crash, self.inner.ack(receipt))
     }
+
+    async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
+        guarded!(
+            self.fuse,
+            "queue.redeliver",
+            queue_crash,
+            self.inner.redeliver(receipt, delay)
+        )
+    }
 }
 
 /// The real agent client (HTTP to the simulator) behind a fuse.

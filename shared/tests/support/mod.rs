@@ -129,7 +129,6 @@ impl Harness {
             step: step.into(),
             attempt,
             poll,
-            interval_ms: 0,
             observation: obs,
         })
     }
