@@ -866,8 +866,13 @@ pub trait WorkQueue: Send + Sync {
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
 }
 
-/// How many times a poll chain's message is handed back ([`WorkQueue::redeliver`]) before it
-/// is replaced by a fresh one. SQS counts every receive towards the queue's redrive limit
-/// (`maxReceiveCount`, 20 in the template), so a message received this often is sent anew,
-/// which leaves the remaining receives for real failures before the dead-letter queue.
-pub const REDELIVER_MAX_RECEIVES: u32 = 15;
+/// Deliveries of one message before it is given up: the work queue's redrive limit
+/// (`maxReceiveCount` in the SAM template, then the dead-letter queue) and what `flowgate
+/// serve`'s workers allow before dropping a message that keeps failing.
+pub const MAX_RECEIVES: u32 = 20;
+
+/// How many times a poll chain's message may have been received before it is replaced by a
+/// fresh one instead of handed back ([`WorkQueue::redeliver`]). SQS counts every receive
+/// towards [`MAX_RECEIVES`], so this leaves 5 deliveries for real failures before the
+/// dead-letter queue.
+pub const REDELIVER_MAX_RECEIVES: u32 = MAX_RECEIVES - 5;

@@ -1999,6 +1999,59 @@ pub mod queue {
         queue.ack(&again[0].receipt).await.expect("ack");
     }
 
+    /// A message handed back (`redeliver`, SQS's `ChangeMessageVisibility`) stays hidden for
+    /// the delay asked, not the visibility timeout, then comes again unchanged with a higher
+    /// receive count; a hand-back with a receipt a later delivery superseded changes nothing
+    /// and is not an error.
+    pub async fn hand_back(queue: &dyn WorkQueue) {
+        queue
+            .send(&wake("r-handed"), Duration::ZERO)
+            .await
+            .expect("send");
+        let first = queue
+            .receive(10, Duration::from_secs(5))
+            .await
+            .expect("receive");
+        assert_eq!(first.len(), 1);
+        // Longer than the visibility timeout (2 s), which would bring it back sooner.
+        let delay = VISIBILITY_TIMEOUT * 2;
+        let asked = Instant::now();
+        queue
+            .redeliver(&first[0].receipt, delay)
+            .await
+            .expect("hand back");
+        let hidden = queue
+            .receive(10, VISIBILITY_TIMEOUT + Duration::from_secs(1))
+            .await
+            .expect("receive");
+        assert!(
+            hidden.is_empty(),
+            "still hidden past the visibility timeout: {hidden:?}"
+        );
+        let again = queue
+            .receive(10, Duration::from_secs(5))
+            .await
+            .expect("receive");
+        assert_eq!(again.len(), 1, "back within 5 s more");
+        let waited = asked.elapsed();
+        assert!(
+            waited >= delay - Duration::from_millis(100),
+            "came back after {waited:?}, before the {delay:?} asked"
+        );
+        assert_eq!(again[0].message, wake("r-handed"));
+        assert_eq!(again[0].receive_count, first[0].receive_count + 1);
+        queue
+            .redeliver(&first[0].receipt, Duration::from_secs(30))
+            .await
+            .expect("a superseded receipt is not an error");
+        queue.ack(&again[0].receipt).await.expect("ack");
+        let err = queue
+            .redeliver(&again[0].receipt, Duration::from_secs(901))
+            .await
+            .expect_err("901 s");
+        assert!(matches!(err, QueueError::DelayTooLong { .. }), "{err:?}");
+    }
+
     /// An acked message does not come back, even after the visibility timeout.
     pub async fn ack_removes(queue: &dyn WorkQueue) {
         queue

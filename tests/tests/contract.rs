@@ -90,6 +90,7 @@ macro_rules! suite {
                         delay_respected,
                         batch_of_25,
                         unacked_redelivered,
+                        hand_back,
                         ack_removes,
                         delay_limit,
                     ]

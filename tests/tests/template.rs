@@ -207,7 +207,7 @@ fn the_queue_and_event_source_are_what_the_poller_needs() {
     );
     assert_eq!(
         get(queue, &["RedrivePolicy", "maxReceiveCount"]).as_u64(),
-        Some(5)
+        Some(u64::from(flowgate_shared::ports::MAX_RECEIVES))
     );
     let events = get(poller, &["Properties", "Events"])
         .as_mapping()

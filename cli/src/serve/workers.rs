@@ -8,7 +8,7 @@ use std::time::Duration;
 use flowgate_shared::adapters::embedded::EmbeddedStore;
 use flowgate_shared::adapters::memqueue::MemQueue;
 use flowgate_shared::adapters::record_scheduler::RecordScheduler;
-use flowgate_shared::ports::{Received, WorkQueue};
+use flowgate_shared::ports::{self, Received, WorkQueue};
 use flowgate_shared::runtime::{
     Clock, Executor, Handled, Receipt, SchedulePorts, SweepPorts, Ticker, fire_schedule,
     message_step, sweep_all,
@@ -24,10 +24,10 @@ const RECEIVE_WAIT: Duration = Duration::from_secs(20);
 /// bug from becoming a busy loop).
 const RECEIVE_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
-/// Deliveries of one message before it is dropped, like an SQS redrive policy's
-/// `maxReceiveCount`: a message that keeps failing retryably is logged and dropped, and the
-/// run's `wake_at` (with the sweeper) brings its work back once the cause is fixed.
-pub(super) const MAX_RECEIVES: u32 = 10;
+/// Deliveries of one message before it is dropped ([`ports::MAX_RECEIVES`], the SQS redrive
+/// policy's `maxReceiveCount`): a message that keeps failing retryably is logged and dropped,
+/// and the run's `wake_at` (with the sweeper) brings its work back once the cause is fixed.
+pub(super) const MAX_RECEIVES: u32 = ports::MAX_RECEIVES;
 
 /// Overdue runs one sweep re-wakes; the rest wait for the next sweep, so a backlog cannot
 /// flood the queue at once.

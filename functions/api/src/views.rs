@@ -5,7 +5,10 @@ use flowgate_shared::api::{
     SessionView, StepView, WorkflowDetail, WorkflowSummary,
 };
 use flowgate_shared::definition::{StepAction, StoredWorkflow, WorkflowDefinition};
-use flowgate_shared::model::{ApprovalState, ApprovalStatus, Run, StepState};
+use std::collections::BTreeMap;
+
+use flowgate_shared::engine::AgentObservation;
+use flowgate_shared::model::{ApprovalState, ApprovalStatus, Millis, Run, StepState};
 use flowgate_shared::ports::SessionRecord;
 
 pub fn run_summary(run: &Run) -> RunSummary {
@@ -22,6 +25,40 @@ pub fn run_summary(run: &Run) -> RunSummary {
         error: run.error.clone(),
         started_by: run.started_by.clone(),
     }
+}
+
+/// [`run_detail`] with the live figures of running agent steps (from
+/// [`observe_live`](flowgate_shared::runtime::observe_live), read at `now`) in place of the
+/// recorded ones. Figures only grow, so a live answer older than the record changes nothing.
+pub fn run_detail_live(
+    run: &Run,
+    def: Option<&WorkflowDefinition>,
+    live: &BTreeMap<String, AgentObservation>,
+    now: Millis,
+) -> RunDetail {
+    if live.is_empty() {
+        return run_detail(run, def);
+    }
+    let mut run = run.clone();
+    for (step, obs) in live {
+        if let Some(a) = run.steps.get_mut(step).and_then(|s| s.agent.as_mut()) {
+            a.turns = a.turns.max(obs.turns);
+            a.tokens = a.tokens.max(obs.tokens);
+            a.cost_usd = a.cost_usd.max(obs.cost_usd);
+            a.max_turns = obs.max_turns.or(a.max_turns);
+            a.phase = obs.phase.clone().or(a.phase.take());
+            a.upstream_status = obs.status.or(a.upstream_status);
+        }
+    }
+    let mut detail = run_detail(&run, def);
+    for step in &mut detail.steps {
+        if live.contains_key(&step.id)
+            && let Some(agent) = step.agent.as_mut()
+        {
+            agent.observed_at = Some(now);
+        }
+    }
+    detail
 }
 
 /// The full view. `def` is the version the run is pinned to; without it (a definition that
@@ -115,6 +152,7 @@ fn step_view(
             tokens: a.tokens,
             cost_usd: a.cost_usd + a.previous_attempts_cost_usd,
             last_activity_at: a.last_activity_at,
+            observed_at: None,
         }),
         approval: state.approval.as_ref().map(|a| approval_view(run, id, a)),
     }

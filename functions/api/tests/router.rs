@@ -9,6 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use flowgate_shared::agent::simulator::SimulatorConfig;
 use flowgate_shared::model::{RunStatus, StepStatus};
+use flowgate_shared::ports::RunStore;
 use serde_json::json;
 use support::{KEY, PRINCIPAL, TWO_STEPS, TestApi};
 
@@ -453,4 +454,62 @@ async fn deleting_a_workflow_stops_new_runs() {
         .await;
     assert_eq!(start.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(start.code(), "unknown_workflow");
+}
+
+/// Polls record an agent's progress every few minutes; reading one run asks the agent service
+/// for its running agent steps' figures as of now, writes nothing, and falls back to the
+/// recorded figures when the agent service does not answer.
+#[tokio::test]
+async fn reading_a_run_shows_a_running_agents_progress_live() {
+    let api = TestApi::start().await;
+    let stored = api
+        .put_yaml(
+            "live",
+            "id: live\nsteps:\n  - id: build\n    kind: agent\n    workflow: builder\n    message: \"[timeout] keep working\"\n",
+        )
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{:?}", stored.body);
+    let started = api
+        .call("POST", "/v1/runs", Some(json!({"workflow": "live"})))
+        .await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{:?}", started.body);
+    let run_id = started.body["run_id"].as_str().unwrap().to_string();
+    let recorded = api
+        .pump_until(&run_id, Duration::from_secs(10), |r| {
+            r.steps["build"]
+                .agent
+                .as_ref()
+                .and_then(|a| a.upstream_status)
+                == Some(flowgate_shared::model::AgentRunStatus::Running)
+        })
+        .await;
+    let recorded_tokens = recorded.steps["build"].agent.as_ref().unwrap().tokens;
+
+    // The simulator's tokens grow every 5 ms tick; the read shows them without a poll.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let live = loop {
+        let detail = api.call("GET", &format!("/v1/runs/{run_id}"), None).await;
+        assert_eq!(detail.status, StatusCode::OK, "{:?}", detail.body);
+        let agent = detail.body["steps"][0]["agent"].clone();
+        if agent["tokens"].as_u64().unwrap() > recorded_tokens {
+            break agent;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the read never showed more than the recorded {recorded_tokens} tokens: {agent}"
+        );
+    };
+    assert!(live["observed_at"].as_i64().is_some(), "{live}");
+    assert_eq!(live["status"], "running");
+    let after = api.store.get_run(&run_id).await.unwrap().unwrap();
+    assert_eq!(after.version, recorded.version, "a read writes nothing");
+
+    // The agent service failing (every retry too): the recorded figures, marked as such.
+    api.sim.fail_next(100, 503);
+    let detail = api.call("GET", &format!("/v1/runs/{run_id}"), None).await;
+    api.sim.clear_faults();
+    assert_eq!(detail.status, StatusCode::OK, "{:?}", detail.body);
+    let agent = &detail.body["steps"][0]["agent"];
+    assert_eq!(agent["tokens"].as_u64(), Some(recorded_tokens), "{agent}");
+    assert!(agent.get("observed_at").is_none(), "{agent}");
 }

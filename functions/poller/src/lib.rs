@@ -19,9 +19,7 @@ use flowgate_shared::adapters::sqs::{SqsQueue, decode_body};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig, AgentError};
 use flowgate_shared::notify::Notifier;
 use flowgate_shared::notify::config::{NotifyConfig, NotifyConfigError};
-use flowgate_shared::runtime::{
-    ExecError, Executor, Handled, Receipt, SystemClock, message_step,
-};
+use flowgate_shared::runtime::{ExecError, Executor, Handled, Receipt, SystemClock, message_step};
 use futures::StreamExt;
 use tracing::{Instrument, error, field, info_span, warn};
 

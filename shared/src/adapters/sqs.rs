@@ -286,9 +286,16 @@ impl WorkQueue for SqsQueue {
             .await
         {
             Ok(_) => Ok(()),
-            // Received again since (this delivery outlived its visibility timeout): the newer
-            // delivery owns the message.
-            Err(e) if e.code() == Some("ReceiptHandleIsInvalid") => Ok(()),
+            // This delivery outlived its visibility timeout: the message is visible again or
+            // was received again, and whoever receives it carries the chain on.
+            Err(e)
+                if matches!(
+                    e.code(),
+                    Some("ReceiptHandleIsInvalid" | "AWS.SimpleQueueService.MessageNotInflight")
+                ) =>
+            {
+                Ok(())
+            }
             Err(e) => Err(sdk_err("ChangeMessageVisibility", e)),
         }
     }

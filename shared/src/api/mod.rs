@@ -178,6 +178,12 @@ pub struct AgentView {
     pub cost_usd: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_activity_at: Option<Millis>,
+    /// When `status`, `turns`, `tokens`, `cost_usd` and `phase` were read live from the agent
+    /// service for this answer (`GET /v1/runs/{id}` asks it about each running agent step).
+    /// Absent: the figures the last recorded poll saw, which may be minutes old while the
+    /// agent runs (`polling.progress_every`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_at: Option<Millis>,
 }
 
 /// An approval, open or decided.

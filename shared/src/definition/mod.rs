@@ -98,12 +98,12 @@ pub struct PollingPolicy {
     #[serde(default = "default_poll_max")]
     pub max: DurationSpec,
     /// Record an agent's progress (turns, tokens, cost) seen by a poll at most this often; a
-    /// change of status is always recorded at once. Unset: at most once per `max`, so a chain
-    /// polling at its longest interval records every poll that sees progress, and the quick
-    /// polls at its start (there to catch a change of status early) do not each write. Longer:
-    /// fewer writes and a cheaper run (on AWS most of a polled run's DynamoDB writes are
-    /// progress), progress shown later, and budgets checked against the progress recorded.
-    /// Shorter (down to `initial`): progress bars move with every poll.
+    /// change of status, and progress that crosses a budget, are always recorded at once.
+    /// Unset: every 5 minutes (the poll heartbeat). Reading one run (`GET /v1/runs/{id}`)
+    /// shows progress live from the agent service whatever this says; what waits for the
+    /// record is the run lists' cost and the audit of progress. Shorter (down to `initial`):
+    /// more writes (on AWS a write per minute is a sixth of a 10-minute run's cost), records
+    /// closer to live.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_every: Option<DurationSpec>,
 }

@@ -11,12 +11,16 @@ use crate::definition::{
     AgentAction, ApprovalAction, Budget, HttpAction, NotifyAction, OnExceed, OnExpiry,
     PollingPolicy, StepAction, StepDef, When, WorkflowDefinition,
 };
+use crate::duration::DurationSpec;
 use crate::model::*;
 use crate::template::{self, TemplateContext};
 
 /// Polls that see no progress are not written, except once per heartbeat, so the store (and
 /// the sweeper) can still tell a live poll chain from a lost one.
 pub const POLL_HEARTBEAT_MS: i64 = 300_000;
+/// How often a poll records an agent's progress when the workflow does not say
+/// (`polling.progress_every`): once per heartbeat.
+pub const DEFAULT_PROGRESS_EVERY_MS: i64 = POLL_HEARTBEAT_MS;
 /// Slack before a poll chain that has not written for a heartbeat plus one poll interval is
 /// presumed lost and re-issued on the next tick.
 pub const POLL_LOST_AFTER_MS: i64 = 60_000;
@@ -464,13 +468,7 @@ impl Cx<'_> {
     /// Progress (turns, tokens, cost) is written when it changes, which starts a new poll chain
     /// (`polls + 1`); a poll that saw nothing new is written only as a heartbeat, so an idle
     /// agent costs a poll, not a write.
-    fn on_agent_observed(
-        &mut self,
-        step: &str,
-        attempt: u32,
-        poll: u32,
-        obs: &AgentObservation,
-    ) {
+    fn on_agent_observed(&mut self, step: &str, attempt: u32, poll: u32, obs: &AgentObservation) {
         if !self.is_current(step, attempt, StepStatus::Running) {
             return;
         }
@@ -486,13 +484,14 @@ impl Cx<'_> {
         let polling = polling_of(self.def);
         let now = self.now;
         // Progress alone is recorded at most every `polling.progress_every`, by default once
-        // per longest poll interval: the quick polls of a new chain are there to notice a
-        // change of status early (recorded at once), and progress written from each of them
-        // would cost a write a poll for numbers a minute later anyway.
-        let every = polling.progress_every.as_ref().unwrap_or(&polling.max);
-        let progress_due = a
-            .last_activity_at
-            .is_none_or(|t| now - t >= every.millis_i64());
+        // per heartbeat (5 minutes): polls are there to notice a change of status (recorded at
+        // once) and a budget crossed (below); whoever reads the run sees progress live from
+        // the agent service (`runtime::observe_live`), so a write per poll would buy nothing.
+        let every = polling
+            .progress_every
+            .as_ref()
+            .map_or(DEFAULT_PROGRESS_EVERY_MS, DurationSpec::millis_i64);
+        let progress_due = a.last_activity_at.is_none_or(|t| now - t >= every);
         // Budgets are checked against recorded progress, so progress that crosses one is
         // recorded whenever it comes, however recently the last was.
         let crosses_budget = progressed && !progress_due && self.has_budgets() && {

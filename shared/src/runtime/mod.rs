@@ -19,6 +19,7 @@ mod deliver;
 mod effects;
 mod error;
 mod executor;
+mod live;
 mod schedules;
 mod sessions;
 mod start;
@@ -35,6 +36,7 @@ pub use executor::{
     CommandError, Executor, HTTP_TIMEOUT, Handled, MAX_INLINE_EVENTS, MAX_WRITE_ATTEMPTS, Receipt,
     delay_until, event_step, message_step,
 };
+pub use live::{LIVE_PROGRESS_TIMEOUT, observe_live};
 pub use schedules::{
     Fired, SCHEDULE_LAST_RUN, ScheduleError, SchedulePorts, SyncReport, Ticker, fire_schedule,
     reconcile_schedules, sync_schedules,

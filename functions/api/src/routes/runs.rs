@@ -14,7 +14,7 @@ use flowgate_shared::api::{
 use flowgate_shared::engine::Event;
 use flowgate_shared::model::RunStatus;
 use flowgate_shared::ports::{MAX_PAGE_SIZE, RunQuery, RunSort, SortOrder};
-use flowgate_shared::runtime::{CommandError, ExecError, NewRun, create_run};
+use flowgate_shared::runtime::{CommandError, ExecError, NewRun, create_run, observe_live};
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
@@ -240,7 +240,8 @@ fn run_query(p: ListRunsParams) -> Result<RunQuery, ApiError> {
     })
 }
 
-/// A run: status, per-step progress (turns, tokens, cost), timings, outputs, open approvals.
+/// A run: status, per-step progress (turns, tokens, cost; read live from the agent service for
+/// running agent steps), timings, outputs, open approvals.
 #[utoipa::path(
     get,
     path = "/v1/runs/{id}",
@@ -268,7 +269,17 @@ pub(crate) async fn get_run(
         Err(ExecError::MissingWorkflow { .. }) => None,
         Err(e) => return Err(e.into()),
     };
-    Ok(Json(views::run_detail(&run, def.as_deref())))
+    // Progress is recorded every few minutes; whoever reads one run sees it as of now.
+    let live = match def.as_deref() {
+        Some(def) => observe_live(&*s.agent, &run, def).await,
+        None => Default::default(),
+    };
+    Ok(Json(views::run_detail_live(
+        &run,
+        def.as_deref(),
+        &live,
+        s.clock.now_ms(),
+    )))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
