@@ -71,9 +71,10 @@ pub enum Polling {
     Fixed8s,
     /// The default: 2 s growing ×1.5 up to 60 s (variant (c)).
     Adaptive,
-    /// The default intervals, with progress (turns, tokens, cost) recorded at most every
-    /// 5 minutes (`polling.progress_every: 5m`): the same polls, fewer run writes.
-    AdaptiveQuiet,
+    /// The default intervals, with progress (turns, tokens, cost) recorded at most once a
+    /// minute (`polling.progress_every: 1m`, the default before reads showed progress live):
+    /// the same polls, more run writes.
+    AdaptiveEveryMinute,
 }
 
 impl Polling {
@@ -81,7 +82,7 @@ impl Polling {
         match self {
             Polling::Fixed8s => "fixed 8 s",
             Polling::Adaptive => "adaptive 2 s ×1.5 → 60 s",
-            Polling::AdaptiveQuiet => "adaptive, progress every 5 min",
+            Polling::AdaptiveEveryMinute => "adaptive, progress every minute",
         }
     }
 
@@ -89,7 +90,7 @@ impl Polling {
         match self {
             Polling::Fixed8s => "polling: {initial: 8s, factor: 1, max: 8s}\n",
             Polling::Adaptive => "",
-            Polling::AdaptiveQuiet => "polling: {progress_every: 5m}\n",
+            Polling::AdaptiveEveryMinute => "polling: {progress_every: 1m}\n",
         }
     }
 }

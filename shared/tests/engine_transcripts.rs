@@ -1012,13 +1012,14 @@ fn lost_effects_are_reissued_on_tick() {
     );
     h.agent_started("plan", "up-1");
     // The poll message was lost. A live chain writes at least once per heartbeat (5 min), so
-    // after a heartbeat, the longest interval (60 s) and a minute of slack, a tick re-issues it.
+    // after a heartbeat, the longest interval (60 s) and ten minutes of slack, a tick
+    // re-issues it.
     let polled = h.run.steps["plan"]
         .agent
         .as_ref()
         .and_then(|a| a.polled_at)
         .expect("polled");
-    let lost = polled + 300_000 + 60_000 + 60_000;
+    let lost = polled + 300_000 + 60_000 + 600_000;
     assert_eq!(h.run.wake_at, Some(lost));
     h.now = lost - 1;
     h.send_noop(Event::Tick);

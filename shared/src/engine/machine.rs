@@ -22,8 +22,12 @@ pub const POLL_HEARTBEAT_MS: i64 = 300_000;
 /// (`polling.progress_every`): once per heartbeat.
 pub const DEFAULT_PROGRESS_EVERY_MS: i64 = POLL_HEARTBEAT_MS;
 /// Slack before a poll chain that has not written for a heartbeat plus one poll interval is
-/// presumed lost and re-issued on the next tick.
-pub const POLL_LOST_AFTER_MS: i64 = 60_000;
+/// presumed lost and re-issued on the next tick. A chain's message is handed back to the queue
+/// from poll to poll, so it goes missing only in rare failures (dropped after an agent error
+/// retrying cannot fix, or moved to the dead-letter queue); ten minutes of slack lets the
+/// heartbeat writes of a live chain leave the run's wake-up (a delete and a put in the store's
+/// due index each time it moves) alone for two heartbeats out of three.
+pub const POLL_LOST_AFTER_MS: i64 = 600_000;
 /// A run write moves an earlier `wake_at` on to the exact time when it is this close (see
 /// `Cx::finish`): a write then saves the wake-up's own write a little later.
 pub const WAKE_REFRESH_MARGIN_MS: i64 = 120_000;
