@@ -435,7 +435,10 @@ async fn main() -> Result<(), BoxError> {
     let written = |what: &str| page.written.get(what).copied().unwrap_or(0.0);
     let marginal_poll = {
         let (fixed, adaptive) = (&measured[0][0], &measured[0][1]);
-        let extra = fixed.agent_polls.saturating_sub(adaptive.agent_polls).max(1) as f64;
+        let extra = fixed
+            .agent_polls
+            .saturating_sub(adaptive.agent_polls)
+            .max(1) as f64;
         (cost(&usage(fixed)) - cost(&usage(adaptive))) / extra
     };
     let _ = writeln!(
