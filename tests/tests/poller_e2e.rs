@@ -140,3 +140,99 @@ async fn sqs_batches_drive_a_three_step_agent_workflow_to_completion() {
     assert_eq!(kinds.last(), Some(&"run.completed"));
     assert_eq!(kinds.iter().filter(|k| **k == "agent.started").count(), 3);
 }
+
+/// On SQS (moto), a poll chain that records nothing goes on in one message: the handler hands
+/// the record back with `ChangeMessageVisibility` and reports it, so the event source mapping
+/// leaves it, and SQS delivers the same message again after the next interval with a higher
+/// receive count. Nothing else is sent while the agent runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_chain_goes_on_in_one_sqs_message_handed_back() {
+    let ports = moto_ports(Duration::from_secs(5)).await;
+    let sim = Simulator::start(SimulatorConfig::fast())
+        .await
+        .expect("simulator");
+    let agent = AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
+        .expect("client");
+    let executor = Executor::new(
+        ports.store.clone(),
+        ports.store.clone(),
+        ports.queue.clone(),
+        Arc::new(agent),
+        Arc::new(SystemClock),
+    )
+    .expect("executor");
+    let def = flowgate_shared::definition::parse_definition(
+        "id: endless\npolling: {initial: 1s, factor: 1, max: 1s}\nsteps:\n  - id: a\n    kind: agent\n    workflow: builder\n    message: \"[timeout] keep going\"\n",
+    )
+    .expect("definition");
+    ports
+        .store
+        .put_workflow(&def, SystemClock.now_ms())
+        .await
+        .expect("store the workflow");
+    let run_id = start_run(
+        &*ports.store,
+        &*ports.store,
+        &*ports.queue,
+        &*ports.store,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: "endless".into(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start the run")
+    .run_id;
+
+    // message id → receive counts seen for poll records.
+    let mut polls: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut handed_back = 0;
+    while handed_back < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "no chain handed back 4 times: {polls:?}"
+        );
+        let event = ports.receive_event(Duration::from_secs(2)).await;
+        let response = handle_batch(&executor, event.clone()).await;
+        for record in &event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let reported = response
+                .batch_item_failures
+                .iter()
+                .any(|f| f.item_identifier == id);
+            if record
+                .body
+                .as_deref()
+                .unwrap_or("")
+                .contains("\"type\":\"poll\"")
+            {
+                let count = record.attributes["ApproximateReceiveCount"]
+                    .parse()
+                    .expect("a count");
+                polls.entry(id).or_default().push(count);
+                handed_back += usize::from(reported);
+            }
+        }
+        ports.delete_handled(&event, &response).await;
+    }
+    // The first poll saw the run leave `pending`, recorded it and started the chain that then
+    // went on in one message: one message received again and again, counting up.
+    let (chain, counts) = polls
+        .iter()
+        .max_by_key(|(_, counts)| counts.len())
+        .expect("polls");
+    assert!(counts.len() >= 4, "{polls:?}");
+    assert_eq!(
+        *counts,
+        (1..=counts.len() as u32).collect::<Vec<_>>(),
+        "message {chain} received again and again"
+    );
+    assert!(
+        polls.len() <= 2,
+        "at most the first poll's message and the chain's: {polls:?}"
+    );
+    let run = ports.store.get_run(&run_id).await.unwrap().unwrap();
+    assert_eq!(run.step("a").map(|s| s.status), Some(StepStatus::Running));
+}
