@@ -469,9 +469,12 @@ impl Cx<'_> {
     /// run's status changes (pending → running; the poll that saw it counts as the first of
     /// the new backoff) or feedback was sent: tokens grow on nearly every
     /// poll of a live run, so treating them as a reason to poll fast would poll fast forever.
-    /// Progress (turns, tokens, cost) is written when it changes, which starts a new poll chain
-    /// (`polls + 1`); a poll that saw nothing new is written only as a heartbeat, so an idle
-    /// agent costs a poll, not a write.
+    /// A poll that records something (a change of status, progress that is due or crosses a
+    /// budget) starts a new poll chain (`polls + 1`), so a duplicate of the old chain's message
+    /// is stale. A poll that records nothing, or only a heartbeat, goes on with the same chain:
+    /// its next poll is the same message, which the executor hands back to the queue, and the
+    /// interval is continued from the run's last recorded poll (`polled_at`,
+    /// `poll_interval_ms`), so the message need not carry it.
     fn on_agent_observed(&mut self, step: &str, attempt: u32, poll: u32, obs: &AgentObservation) {
         if !self.is_current(step, attempt, StepStatus::Running) {
             return;
