@@ -130,10 +130,7 @@ impl SimQueue {
     /// nothing, as on SQS.
     pub fn delete(&self, receipt: &str) {
         let mut state = self.lock();
-        let Some(id) = receipt
-            .split_once(':')
-            .and_then(|(id, _)| id.parse::<u64>().ok())
-        else {
+        let Some(id) = receipt_id(receipt) else {
             return;
         };
         if state
@@ -150,10 +147,7 @@ impl SimQueue {
     pub fn hand_back(&self, receipt: &str, delay_ms: Millis) {
         let now = self.clock.now_ms();
         let mut state = self.lock();
-        let Some(id) = receipt
-            .split_once(':')
-            .and_then(|(id, _)| id.parse::<u64>().ok())
-        else {
+        let Some(id) = receipt_id(receipt) else {
             return;
         };
         if let Some(entry) = state.entries.get_mut(&id)
@@ -176,6 +170,11 @@ impl SimQueue {
         let state = self.lock();
         (state.sent, state.delivered)
     }
+}
+
+/// The message id a receipt (`{id}:{receive count}`) is for.
+fn receipt_id(receipt: &str) -> Option<u64> {
+    receipt.split_once(':').and_then(|(id, _)| id.parse().ok())
 }
 
 fn delay_ms(delay: Duration) -> Millis {
@@ -239,17 +238,8 @@ impl FaultQueue {
     /// Send one message with the faults a send can meet. `Err` before anything happened, or
     /// after (`send_answer_lost`, a crash): the caller cannot tell which, as with SQS.
     fn faulty_send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
-        if self.fuse.is_dead() {
-            return Err(crashed());
-        }
-        check_delay(delay)?;
+        self.before_call(delay)?;
         let faults = &self.chaos.faults;
-        if self.chaos.chance(faults.send_unavailable) {
-            FaultCounts::bump(&self.chaos.counts.send_errors);
-            return Err(QueueError::Unavailable {
-                message: "simulated: SQS answered 503".into(),
-            });
-        }
         let mut delay_ms = delay_ms(delay);
         if self.chaos.chance(faults.delay_message) {
             FaultCounts::bump(&self.chaos.counts.delays);
@@ -261,15 +251,36 @@ impl FaultQueue {
             let again = delay_ms + self.chaos.between(0, 5_000);
             self.inner.push(message.clone(), again);
         }
-        if self.chaos.chance(faults.crash_after_call) {
+        self.after_call()
+    }
+
+    /// The faults before a send or hand-back does anything: a dead process, a bad delay, SQS
+    /// refusing it.
+    fn before_call(&self, delay: Duration) -> Result<(), QueueError> {
+        if self.fuse.is_dead() {
+            return Err(crashed());
+        }
+        check_delay(delay)?;
+        if self.chaos.chance(self.chaos.faults.send_unavailable) {
+            FaultCounts::bump(&self.chaos.counts.send_errors);
+            return Err(QueueError::Unavailable {
+                message: "simulated: SQS answered 503".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The faults after a send or hand-back was done: the process dying, the answer lost.
+    fn after_call(&self) -> Result<(), QueueError> {
+        if self.chaos.chance(self.chaos.faults.crash_after_call) {
             FaultCounts::bump(&self.chaos.counts.crashes);
             self.fuse.kill();
             return Err(crashed());
         }
-        if self.chaos.chance(faults.send_answer_lost) {
+        if self.chaos.chance(self.chaos.faults.send_answer_lost) {
             FaultCounts::bump(&self.chaos.counts.lost_send_answers);
             return Err(QueueError::Unavailable {
-                message: "simulated: the send's answer was lost".into(),
+                message: "simulated: the call's answer was lost".into(),
             });
         }
         Ok(())
@@ -312,29 +323,8 @@ impl WorkQueue for FaultQueue {
     /// A hand-back meets a send's faults: refused, done with the answer lost, or the process
     /// dying right after it.
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        if self.fuse.is_dead() {
-            return Err(crashed());
-        }
-        check_delay(delay)?;
-        let faults = &self.chaos.faults;
-        if self.chaos.chance(faults.send_unavailable) {
-            FaultCounts::bump(&self.chaos.counts.send_errors);
-            return Err(QueueError::Unavailable {
-                message: "simulated: SQS answered 503".into(),
-            });
-        }
+        self.before_call(delay)?;
         self.inner.hand_back(receipt, delay_ms(delay));
-        if self.chaos.chance(faults.crash_after_call) {
-            FaultCounts::bump(&self.chaos.counts.crashes);
-            self.fuse.kill();
-            return Err(crashed());
-        }
-        if self.chaos.chance(faults.send_answer_lost) {
-            FaultCounts::bump(&self.chaos.counts.lost_send_answers);
-            return Err(QueueError::Unavailable {
-                message: "simulated: the hand-back's answer was lost".into(),
-            });
-        }
-        Ok(())
+        self.after_call()
     }
 }

@@ -7,13 +7,52 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flowgate_poller::handle_batch;
-use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig};
+use flowgate_shared::agent::simulator::{Simulator, SimulatorConfig, SimulatorHandle};
 use flowgate_shared::agent::{AgentClient, AgentClientConfig};
+use flowgate_shared::definition::{WorkflowDefinition, parse_definition};
 use flowgate_shared::engine::session_name;
 use flowgate_shared::model::{AgentRunStatus, RunStatus, StepStatus};
 use flowgate_shared::ports::{RunStore, WorkflowStore};
 use flowgate_shared::runtime::{Clock, Executor, NewRun, SystemClock, start_run};
-use flowgate_tests::runtime::{moto_ports, three_agent_steps};
+use flowgate_tests::runtime::{MotoPorts, moto_ports, three_agent_steps};
+
+/// An executor on the moto ports and the simulator `sim`.
+fn executor_on(ports: &MotoPorts, sim: &SimulatorHandle) -> Executor {
+    let agent = AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
+        .expect("client");
+    Executor::new(
+        ports.store.clone(),
+        ports.store.clone(),
+        ports.queue.clone(),
+        Arc::new(agent),
+        Arc::new(SystemClock),
+    )
+    .expect("executor")
+}
+
+/// Store `def` and start a run of it, as the API function does; its id.
+async fn start(ports: &MotoPorts, def: &WorkflowDefinition) -> String {
+    ports
+        .store
+        .put_workflow(def, SystemClock.now_ms())
+        .await
+        .expect("store the workflow");
+    let started = start_run(
+        &*ports.store,
+        &*ports.store,
+        &*ports.queue,
+        &*ports.store,
+        SystemClock.now_ms(),
+        NewRun {
+            workflow_id: def.id.clone(),
+            ..NewRun::default()
+        },
+    )
+    .await
+    .expect("start the run");
+    assert!(started.enqueued);
+    started.run_id
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqs_batches_drive_a_three_step_agent_workflow_to_completion() {
@@ -27,38 +66,8 @@ async fn sqs_batches_drive_a_three_step_agent_workflow_to_completion() {
     })
     .await
     .expect("simulator");
-    let agent = AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
-        .expect("client");
-    let executor = Executor::new(
-        ports.store.clone(),
-        ports.store.clone(),
-        ports.queue.clone(),
-        Arc::new(agent),
-        Arc::new(SystemClock),
-    )
-    .expect("executor");
-
-    let def = three_agent_steps("e2e-agents", "1s");
-    ports
-        .store
-        .put_workflow(&def, SystemClock.now_ms())
-        .await
-        .expect("store the workflow");
-    let started = start_run(
-        &*ports.store,
-        &*ports.store,
-        &*ports.queue,
-        &*ports.store,
-        SystemClock.now_ms(),
-        NewRun {
-            workflow_id: "e2e-agents".into(),
-            ..NewRun::default()
-        },
-    )
-    .await
-    .expect("start the run");
-    assert!(started.enqueued);
-    let run_id = started.run_id;
+    let executor = executor_on(&ports, &sim);
+    let run_id = start(&ports, &three_agent_steps("e2e-agents", "1s")).await;
 
     let deadline = began + Duration::from_secs(120);
     let mut progress_seen: BTreeSet<String> = BTreeSet::new();
@@ -151,39 +160,12 @@ async fn a_poll_chain_goes_on_in_one_sqs_message_handed_back() {
     let sim = Simulator::start(SimulatorConfig::fast())
         .await
         .expect("simulator");
-    let agent = AgentClient::new(&sim.base_url, &sim.api_key, AgentClientConfig::default())
-        .expect("client");
-    let executor = Executor::new(
-        ports.store.clone(),
-        ports.store.clone(),
-        ports.queue.clone(),
-        Arc::new(agent),
-        Arc::new(SystemClock),
-    )
-    .expect("executor");
-    let def = flowgate_shared::definition::parse_definition(
+    let executor = executor_on(&ports, &sim);
+    let def = parse_definition(
         "id: endless\npolling: {initial: 1s, factor: 1, max: 1s}\nsteps:\n  - id: a\n    kind: agent\n    workflow: builder\n    message: \"[timeout] keep going\"\n",
     )
     .expect("definition");
-    ports
-        .store
-        .put_workflow(&def, SystemClock.now_ms())
-        .await
-        .expect("store the workflow");
-    let run_id = start_run(
-        &*ports.store,
-        &*ports.store,
-        &*ports.queue,
-        &*ports.store,
-        SystemClock.now_ms(),
-        NewRun {
-            workflow_id: "endless".into(),
-            ..NewRun::default()
-        },
-    )
-    .await
-    .expect("start the run")
-    .run_id;
+    let run_id = start(&ports, &def).await;
 
     // message id → receive counts seen for poll records.
     let mut polls: std::collections::BTreeMap<String, Vec<u32>> = Default::default();
