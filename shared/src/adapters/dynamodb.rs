@@ -36,15 +36,15 @@ use crate::ports::{
 
 /// Attribute names of the table (the CloudFormation template must use the same).
 pub mod attr {
-    /// Partition key (S): `RUN#{id}`, `IDEM#{key}`, `SESSION#{name}`, `WF#{id}`,
+    /// Partition key (S): `RUN#{id}`, `IDEM#{key}`, `SESSIONS`, `WF#{id}`,
     /// `REC#{collection}`.
     pub const PK: &str = "pk";
-    /// Sort key (S): `RUN`, `AUDIT#{seq:020}`, `IDEM`, `SESSION`, `V#{version:020}`, `LATEST`,
-    /// or a record's id.
+    /// Sort key (S): `RUN`, `AUDIT#{seq:020}`, `IDEM`, `SESSION#{name}`, `V#{version:020}`,
+    /// `LATEST`, or a record's id.
     pub const SK: &str = "sk";
-    /// Entity kind for listing (S): `RUN`, `SESSION`, `WORKFLOW`; hash key of `by_kind`.
+    /// Entity kind for listing (S): `RUN`, `WORKFLOW`; hash key of `by_kind`.
     pub const KIND: &str = "kind";
-    /// Listing order (N): a run's started key, a session's or a workflow's `created_at`;
+    /// Listing order (N): a run's started key, a workflow's `created_at`;
     /// range key of `by_kind` and `by_workflow`.
     pub const KIND_SK: &str = "kind_sk";
     /// A run's workflow id (S); hash key of `by_workflow` (only run items carry it).
@@ -89,8 +89,8 @@ pub mod attr {
 
 /// Index names.
 pub mod index {
-    /// `kind` + `kind_sk`, projecting [`LISTING_PROJECTION`]: every run / session / workflow
-    /// in listing order.
+    /// `kind` + `kind_sk`, projecting [`LISTING_PROJECTION`]: every run and workflow in
+    /// listing order (sessions were listed here until they became one item collection).
     pub const BY_KIND: &str = "by_kind";
     /// `run_wf` + `kind_sk`, projecting [`LISTING_PROJECTION`]: one workflow's runs in started
     /// order.
@@ -102,6 +102,8 @@ pub mod index {
     /// Not the whole item: DynamoDB writes an index entry whenever what it projects changes,
     /// and a run item changes on every recorded poll; projecting it all made each run write
     /// cost three times its units. Listings read the index, then the items (`BatchGetItem`).
+    /// (`active` is what a session listing filtered on when sessions were in `by_kind`; it
+    /// stays projected because changing a projection means replacing the index.)
     pub const LISTING_PROJECTION: [&str; 3] = [
         super::attr::STATUS,
         super::attr::CREATED_AT,
@@ -110,7 +112,6 @@ pub mod index {
 }
 
 const KIND_RUN: &str = "RUN";
-const KIND_SESSION: &str = "SESSION";
 const KIND_WORKFLOW: &str = "WORKFLOW";
 const SK_RUN: &str = "RUN";
 const SK_LATEST: &str = "LATEST";
@@ -149,7 +150,9 @@ fn audit_sk(seq: u64) -> String {
 fn idem_pk(key: &str) -> String {
     format!("IDEM#{key}")
 }
-fn session_pk(name: &str) -> String {
+/// The partition of every session item (see `put_session`).
+const SESSIONS_PK: &str = "SESSIONS";
+fn session_sk(name: &str) -> String {
     format!("SESSION#{name}")
 }
 fn workflow_pk(id: &str) -> String {
@@ -1575,21 +1578,23 @@ impl RunStore for DynamoStore {
         }
     }
 
+    /// Sessions are one item collection (`SESSIONS`, a session per sort key) rather than
+    /// entries of the `by_kind` index: a listing is one query of whole items, and a session
+    /// write is one write unit, not two (the index entry was the second).
     async fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
-        let mut item = key(session_pk(&session.name), "SESSION");
+        let mut item = key(SESSIONS_PK.to_string(), &session_sk(&session.name));
         item.insert(attr::SESSION.into(), to_av("session", session)?);
-        item.insert(attr::KIND.into(), s(KIND_SESSION));
-        // The creation time, which never changes: listings sort sessions by update time in
-        // memory anyway, and an index key that moved with every update cost the index a
-        // delete and a put per session write.
-        item.insert(attr::KIND_SK.into(), n(session.created_at));
         item.insert(attr::ACTIVE.into(), AttributeValue::Bool(session.active));
         self.put_unconditional(item, "PutItem(session)").await
     }
 
     async fn get_session(&self, name: &str) -> Result<Option<SessionRecord>, StoreError> {
         match self
-            .get_item(session_pk(name), "SESSION", "GetItem(session)")
+            .get_item(
+                SESSIONS_PK.to_string(),
+                &session_sk(name),
+                "GetItem(session)",
+            )
             .await?
         {
             Some(item) => from_attr(&item, attr::SESSION, &format!("session {name}")).map(Some),
@@ -1598,22 +1603,21 @@ impl RunStore for DynamoStore {
     }
 
     async fn list_sessions(&self, active_only: bool) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut names = HashMap::from([("#k".to_string(), attr::KIND.to_string())]);
-        let mut values = HashMap::from([(":k".to_string(), s(KIND_SESSION))]);
+        let mut names = HashMap::from([("#pk".to_string(), attr::PK.to_string())]);
+        let mut values = HashMap::from([(":pk".to_string(), s(SESSIONS_PK))]);
         if active_only {
             names.insert("#a".into(), attr::ACTIVE.into());
             values.insert(":t".into(), AttributeValue::Bool(true));
         }
         let spec = QuerySpec {
-            index: Some(index::BY_KIND),
-            key_condition: "#k = :k".into(),
+            index: None,
+            key_condition: "#pk = :pk".into(),
             filter: active_only.then(|| "#a = :t".to_string()),
             names,
             values,
-            forward: false,
+            forward: true,
         };
-        let entries = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
-        let items = self.items_of(&entries, "BatchGetItem(sessions)").await?;
+        let items = self.query_all(&spec, usize::MAX, unreachable_limit).await?;
         let mut out = items
             .iter()
             .map(|item| from_attr::<SessionRecord>(item, attr::SESSION, "session"))
