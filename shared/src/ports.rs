@@ -112,6 +112,11 @@ pub enum QueueError {
          (re-enqueue when the message arrives) or use the scheduler for longer waits"
     )]
     DelayTooLong { requested: Duration },
+    #[error(
+        "hand-back of {requested:?} exceeds the 11 h a received message may stay hidden (SQS \
+         allows 12 h from the receive); hand it back for less, and again when it comes"
+    )]
+    HandBackTooLong { requested: Duration },
     #[error("invalid {field}: {reason}")]
     Invalid { field: &'static str, reason: String },
     #[error("queue unavailable: {message}; retry with backoff")]
@@ -135,6 +140,19 @@ impl QueueError {
 pub fn check_delay(delay: Duration) -> Result<(), QueueError> {
     if delay > MAX_DELAY {
         return Err(QueueError::DelayTooLong { requested: delay });
+    }
+    Ok(())
+}
+
+/// The longest a received message may be handed back for ([`WorkQueue::redeliver`]): SQS
+/// keeps a received message hidden at most 12 hours from the receive, and an hour is left for
+/// the handling.
+pub const MAX_HAND_BACK: Duration = Duration::from_secs(11 * 3_600);
+
+/// Refuse hand-backs SQS cannot carry (see [`MAX_HAND_BACK`]); every [`WorkQueue`] applies it.
+pub fn check_hand_back(delay: Duration) -> Result<(), QueueError> {
+    if delay > MAX_HAND_BACK {
+        return Err(QueueError::HandBackTooLong { requested: delay });
     }
     Ok(())
 }
@@ -858,9 +876,10 @@ pub trait WorkQueue: Send + Sync {
     async fn ack(&self, receipt: &str) -> Result<(), QueueError>;
 
     /// Hand a received message back, to be delivered again (unchanged) after `delay` (at most
-    /// [`MAX_DELAY`]): SQS's `ChangeMessageVisibility`. The caller must then not ack it. One
-    /// request instead of a send and a delete, which is how a poll chain waits for its next
-    /// poll (see [`Executor::handle_delivered`](crate::runtime::Executor::handle_delivered)).
+    /// [`MAX_HAND_BACK`], 11 h; longer is [`QueueError::HandBackTooLong`]): SQS's
+    /// `ChangeMessageVisibility`. The caller must then not ack it. One request instead of a
+    /// send and a delete, which is how a poll chain waits for its next poll and a wake-up for
+    /// a timer hours away (see [`Executor::handle_delivered`](crate::runtime::Executor::handle_delivered)).
     /// A receipt superseded by a later delivery is not an error: that delivery owns the
     /// message now.
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;

@@ -1067,3 +1067,53 @@ async fn a_poll_chain_hands_its_message_back_until_it_records_something() {
         "the chain goes on in a new message"
     );
 }
+
+/// A wake-up for a timer hours away is handed back until the timer is due, up to 11 h at a
+/// time, instead of re-sent every 15 minutes; at the receive limit it is re-sent as before.
+#[tokio::test]
+async fn a_wake_up_for_a_timer_hours_away_is_handed_back_not_re_sent() {
+    let l = local();
+    let sim = fast_simulator().await;
+    let executor = l.executor(&sim);
+    let at = SystemClock.now_ms() + 24 * 3_600_000;
+    let wake = WorkMessage::Wake {
+        run_id: "r-later".into(),
+        at: Some(at),
+    };
+    l.mem.send(&wake, Duration::ZERO).await.expect("send");
+    let received = l
+        .mem
+        .receive(1, Duration::from_secs(5))
+        .await
+        .expect("receive")
+        .pop()
+        .expect("the wake-up");
+    let sent = l.queue.sent().len();
+    let receipt = Receipt {
+        receipt: &received.receipt,
+        receive_count: received.receive_count,
+    };
+    let outcome = executor
+        .handle_delivered(&received.message, Some(receipt))
+        .await
+        .expect("wake");
+    assert_eq!(outcome, Handled::HandedBack);
+    assert_eq!(l.queue.sent().len(), sent, "nothing re-sent");
+    let hidden = l.mem.receive(1, Duration::ZERO).await.expect("receive");
+    assert!(hidden.is_empty(), "handed back for hours: {hidden:?}");
+
+    let receipt = Receipt {
+        receipt: &received.receipt,
+        receive_count: REDELIVER_MAX_RECEIVES,
+    };
+    let outcome = executor
+        .handle_delivered(&received.message, Some(receipt))
+        .await
+        .expect("wake");
+    assert_eq!(outcome, Handled::Done);
+    assert_eq!(
+        l.queue.sent().last(),
+        Some(&(wake, MAX_DELAY)),
+        "re-sent for the queue's longest delay"
+    );
+}

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use flowgate_shared::model::Millis;
-use flowgate_shared::ports::{QueueError, Received, WorkMessage, WorkQueue, check_delay};
+use flowgate_shared::ports::{
+    QueueError, Received, WorkMessage, WorkQueue, check_delay, check_hand_back,
+};
 use flowgate_shared::runtime::{Clock, ManualClock};
 
 use crate::chaos::{Chaos, FaultCounts, Fuse};
@@ -214,7 +216,7 @@ impl WorkQueue for SimQueue {
     }
 
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        check_delay(delay)?;
+        check_hand_back(delay)?;
         self.hand_back(receipt, delay_ms(delay));
         Ok(())
     }
@@ -238,7 +240,7 @@ impl FaultQueue {
     /// Send one message with the faults a send can meet. `Err` before anything happened, or
     /// after (`send_answer_lost`, a crash): the caller cannot tell which, as with SQS.
     fn faulty_send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
-        self.before_call(delay)?;
+        self.before_call(check_delay(delay))?;
         let faults = &self.chaos.faults;
         let mut delay_ms = delay_ms(delay);
         if self.chaos.chance(faults.delay_message) {
@@ -254,13 +256,13 @@ impl FaultQueue {
         self.after_call()
     }
 
-    /// The faults before a send or hand-back does anything: a dead process, a bad delay, SQS
-    /// refusing it.
-    fn before_call(&self, delay: Duration) -> Result<(), QueueError> {
+    /// The faults before a send or hand-back does anything: a dead process, a bad delay
+    /// (`delay_ok`, the call's own check), SQS refusing it.
+    fn before_call(&self, delay_ok: Result<(), QueueError>) -> Result<(), QueueError> {
         if self.fuse.is_dead() {
             return Err(crashed());
         }
-        check_delay(delay)?;
+        delay_ok?;
         if self.chaos.chance(self.chaos.faults.send_unavailable) {
             FaultCounts::bump(&self.chaos.counts.send_errors);
             return Err(QueueError::Unavailable {
@@ -323,7 +325,7 @@ impl WorkQueue for FaultQueue {
     /// A hand-back meets a send's faults: refused, done with the answer lost, or the process
     /// dying right after it.
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        self.before_call(delay)?;
+        self.before_call(check_hand_back(delay))?;
         self.inner.hand_back(receipt, delay_ms(delay));
         self.after_call()
     }

@@ -1828,7 +1828,7 @@ pub mod record_store {
 
 pub mod queue {
     use super::*;
-    use flowgate_shared::ports::Received;
+    use flowgate_shared::ports::{MAX_HAND_BACK, Received};
 
     fn wake(run_id: &str) -> WorkMessage {
         WorkMessage::Wake {
@@ -2044,12 +2044,18 @@ pub mod queue {
             .redeliver(&first[0].receipt, Duration::from_secs(30))
             .await
             .expect("a superseded receipt is not an error");
-        queue.ack(&again[0].receipt).await.expect("ack");
-        let err = queue
-            .redeliver(&again[0].receipt, Duration::from_secs(901))
+        // Longer than a send may be delayed (a wake-up for a timer hours away), up to 11 h.
+        queue
+            .redeliver(&again[0].receipt, Duration::from_secs(3_600))
             .await
-            .expect_err("901 s");
-        assert!(matches!(err, QueueError::DelayTooLong { .. }), "{err:?}");
+            .expect("an hour");
+        let err = queue
+            .redeliver(&again[0].receipt, MAX_HAND_BACK + Duration::from_secs(1))
+            .await
+            .expect_err("over 11 h");
+        assert!(matches!(err, QueueError::HandBackTooLong { .. }), "{err:?}");
+        assert!(!err.is_retryable());
+        queue.ack(&again[0].receipt).await.expect("ack");
     }
 
     /// An acked message does not come back, even after the visibility timeout.

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::ports::{QueueError, Received, WorkMessage, WorkQueue, check_delay};
+use crate::ports::{QueueError, Received, WorkMessage, WorkQueue, check_delay, check_hand_back};
 
 /// SQS's default visibility timeout.
 pub const DEFAULT_VISIBILITY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -198,7 +198,7 @@ impl WorkQueue for MemQueue {
     }
 
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        check_delay(delay)?;
+        check_hand_back(delay)?;
         let visible_at = Instant::now() + delay;
         {
             let mut state = self.lock();

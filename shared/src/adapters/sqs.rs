@@ -15,7 +15,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
 };
 
-use crate::ports::{QueueError, Received, WorkMessage, WorkQueue, check_delay};
+use crate::ports::{QueueError, Received, WorkMessage, WorkQueue, check_delay, check_hand_back};
 
 /// SQS's limits.
 const MAX_BATCH: usize = 10;
@@ -59,7 +59,7 @@ where
 /// `DelaySeconds` for a delay: whole seconds, rounded up.
 fn delay_seconds(delay: Duration) -> i32 {
     let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
-    // check_delay bounds this by 900.
+    // check_delay bounds this by 900, check_hand_back by 39,600.
     i32::try_from(secs).unwrap_or(900)
 }
 
@@ -275,7 +275,7 @@ impl WorkQueue for SqsQueue {
     }
 
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
-        check_delay(delay)?;
+        check_hand_back(delay)?;
         match self
             .client
             .change_message_visibility()

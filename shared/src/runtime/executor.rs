@@ -21,7 +21,8 @@ use crate::engine::{AgentObservation, Effect, Event, Rejection, decide_mut};
 use crate::model::{AgentRunStatus, Millis, Run, StepStatus};
 use crate::notify::Notifier;
 use crate::ports::{
-    MAX_DELAY, REDELIVER_MAX_RECEIVES, RunStore, WorkMessage, WorkQueue, WorkflowStore,
+    MAX_DELAY, MAX_HAND_BACK, REDELIVER_MAX_RECEIVES, RunStore, WorkMessage, WorkQueue,
+    WorkflowStore,
 };
 
 /// Events one message may process inline (the first plus the outcomes of effects it caused).
@@ -255,6 +256,7 @@ impl Executor {
     }
 
     /// [`Executor::handle`] for a consumer that can hand the message back to the queue. A
+    /// wake-up for a timer not yet due is handed back until it is (see `wake`). A
     /// poll whose chain goes on unchanged (the next poll is for the same chain: nothing was
     /// recorded that starts a new one) hands its own message back for the next interval,
     /// one `ChangeMessageVisibility` on SQS instead of a `SendMessage` and the event source
@@ -319,7 +321,7 @@ impl Executor {
             }
             WorkMessage::Wake { run_id, at } => {
                 let span = info_span!("work", kind = "wake", run_id = %run_id, at = ?at);
-                done(self.wake(run_id, *at).instrument(span).await)
+                self.wake(run_id, *at, receipt).instrument(span).await
             }
             WorkMessage::Poll {
                 run_id,
@@ -349,13 +351,41 @@ impl Executor {
         }
     }
 
-    /// A wake-up. One sent for a timer further away than the queue can delay (15 minutes) is
-    /// re-sent until the timer is due: each hop waits `min(at - now, 900 s)`.
-    async fn wake(&self, run_id: &str, at: Option<Millis>) -> Result<(), ExecError> {
+    /// A wake-up. One sent for a timer further away than the queue can delay (15 minutes)
+    /// comes early: with a `receipt` it is handed back until the timer is due, for up to
+    /// [`MAX_HAND_BACK`] (11 h) at a time, so a 24-hour approval timeout costs three deliveries
+    /// rather than 96 hops; otherwise it is re-sent, each hop waiting `min(at - now, 900 s)`.
+    async fn wake(
+        &self,
+        run_id: &str,
+        at: Option<Millis>,
+        receipt: Option<Receipt<'_>>,
+    ) -> Result<Handled, ExecError> {
         let now = self.clock.now_ms();
         if let Some(at) = at
             && now < at
         {
+            if let Some(receipt) = receipt
+                && receipt.receive_count < REDELIVER_MAX_RECEIVES
+            {
+                let wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                match self
+                    .queue
+                    .redeliver(receipt.receipt, wait.min(MAX_HAND_BACK))
+                    .await
+                {
+                    Ok(()) => {
+                        debug!(
+                            wait_ms = wait.as_millis() as u64,
+                            "timer not due yet; wake-up handed back"
+                        );
+                        return Ok(Handled::HandedBack);
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "cannot hand the wake-up back; re-sending it");
+                    }
+                }
+            }
             let delay = delay_until(now, at);
             debug!(
                 delay_ms = delay.as_millis() as u64,
@@ -366,9 +396,11 @@ impl Executor {
                 at: Some(at),
             };
             self.queue.send(&message, delay).await?;
-            return Ok(());
+            return Ok(Handled::Done);
         }
-        self.process(run_id, Event::Tick, None).await
+        self.process(run_id, Event::Tick, None)
+            .await
+            .map(|()| Handled::Done)
     }
 
     /// A status poll. Polls that no longer match the step's live poll chain (another attempt,
