@@ -992,6 +992,23 @@ async fn a_session_is_active_while_its_last_run_is_going() {
     );
 }
 
+/// Hand `received` to `executor` as a consumer that can hand it back, as received
+/// `receive_count` times.
+async fn delivered(
+    executor: &Executor,
+    received: &flowgate_shared::ports::Received,
+    receive_count: u32,
+) -> Handled {
+    let receipt = Receipt {
+        receipt: &received.receipt,
+        receive_count,
+    };
+    executor
+        .handle_delivered(&received.message, Some(receipt))
+        .await
+        .expect("handled")
+}
+
 /// A poll whose chain goes on unchanged hands its own message back to the queue for the next
 /// poll (one request, nothing sent); a poll that records something (the agent run leaving
 /// `pending` starts a new chain) sends the next poll as a new message, and so does a message
@@ -1021,20 +1038,6 @@ async fn a_poll_chain_hands_its_message_back_until_it_records_something() {
             l.mem.ack(&received.receipt).await.expect("ack");
         }
     };
-    async fn delivered(
-        executor: &Executor,
-        received: &flowgate_shared::ports::Received,
-        receive_count: u32,
-    ) -> Handled {
-        let receipt = Receipt {
-            receipt: &received.receipt,
-            receive_count,
-        };
-        executor
-            .handle_delivered(&received.message, Some(receipt))
-            .await
-            .expect("poll")
-    }
 
     // The first poll (30 ms in) sees the run leave `pending` (10 ms): recorded, a new chain.
     let first = next_poll().await;
@@ -1089,27 +1092,13 @@ async fn a_wake_up_for_a_timer_hours_away_is_handed_back_not_re_sent() {
         .pop()
         .expect("the wake-up");
     let sent = l.queue.sent().len();
-    let receipt = Receipt {
-        receipt: &received.receipt,
-        receive_count: received.receive_count,
-    };
-    let outcome = executor
-        .handle_delivered(&received.message, Some(receipt))
-        .await
-        .expect("wake");
+    let outcome = delivered(&executor, &received, received.receive_count).await;
     assert_eq!(outcome, Handled::HandedBack);
     assert_eq!(l.queue.sent().len(), sent, "nothing re-sent");
     let hidden = l.mem.receive(1, Duration::ZERO).await.expect("receive");
     assert!(hidden.is_empty(), "handed back for hours: {hidden:?}");
 
-    let receipt = Receipt {
-        receipt: &received.receipt,
-        receive_count: REDELIVER_MAX_RECEIVES,
-    };
-    let outcome = executor
-        .handle_delivered(&received.message, Some(receipt))
-        .await
-        .expect("wake");
+    let outcome = delivered(&executor, &received, REDELIVER_MAX_RECEIVES).await;
     assert_eq!(outcome, Handled::Done);
     assert_eq!(
         l.queue.sent().last(),
