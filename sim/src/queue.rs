@@ -145,18 +145,16 @@ impl SimQueue {
     }
 
     /// Make the message of `receipt` visible again `delay_ms` from now (SQS's
-    /// `ChangeMessageVisibility`); a stale receipt changes nothing, as on SQS.
-    pub fn hand_back(&self, receipt: &str, delay_ms: Millis) {
+    /// `ChangeMessageVisibility`) and return it; a stale receipt changes nothing, as on SQS.
+    pub fn hand_back(&self, receipt: &str, delay_ms: Millis) -> Option<WorkMessage> {
         let now = self.clock.now_ms();
         let mut state = self.lock();
-        let Some(id) = receipt_id(receipt) else {
-            return;
-        };
-        if let Some(entry) = state.entries.get_mut(&id)
-            && entry.receipt.as_deref() == Some(receipt)
-        {
-            entry.visible_at = now + delay_ms.max(0);
+        let entry = state.entries.get_mut(&receipt_id(receipt)?)?;
+        if entry.receipt.as_deref() != Some(receipt) {
+            return None;
         }
+        entry.visible_at = now + delay_ms.max(0);
+        Some(entry.message.clone())
     }
 
     pub fn len(&self) -> usize {
@@ -217,7 +215,7 @@ impl WorkQueue for SimQueue {
 
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         check_hand_back(delay)?;
-        self.hand_back(receipt, delay_ms(delay));
+        let _ = self.hand_back(receipt, delay_ms(delay));
         Ok(())
     }
 }
@@ -241,19 +239,30 @@ impl FaultQueue {
     /// after (`send_answer_lost`, a crash): the caller cannot tell which, as with SQS.
     fn faulty_send(&self, message: &WorkMessage, delay: Duration) -> Result<(), QueueError> {
         self.before_call(check_delay(delay))?;
+        let delay_ms = self.late(delay_ms(delay));
+        self.inner.push(message.clone(), delay_ms);
+        self.maybe_duplicate(message, delay_ms);
+        self.after_call()
+    }
+
+    /// `delay_ms`, or later when the seed delays this delivery.
+    fn late(&self, delay_ms: Millis) -> Millis {
         let faults = &self.chaos.faults;
-        let mut delay_ms = delay_ms(delay);
         if self.chaos.chance(faults.delay_message) {
             FaultCounts::bump(&self.chaos.counts.delays);
-            delay_ms += self.chaos.between(1, faults.max_extra_delay_ms.max(1));
+            delay_ms + self.chaos.between(1, faults.max_extra_delay_ms.max(1))
+        } else {
+            delay_ms
         }
-        self.inner.push(message.clone(), delay_ms);
-        if self.chaos.chance(faults.duplicate_message) {
+    }
+
+    /// At-least-once delivery: sometimes a second copy of `message`, a little after the first.
+    fn maybe_duplicate(&self, message: &WorkMessage, delay_ms: Millis) {
+        if self.chaos.chance(self.chaos.faults.duplicate_message) {
             FaultCounts::bump(&self.chaos.counts.duplicates);
             let again = delay_ms + self.chaos.between(0, 5_000);
             self.inner.push(message.clone(), again);
         }
-        self.after_call()
     }
 
     /// The faults before a send or hand-back does anything: a dead process, a bad delay
@@ -322,11 +331,15 @@ impl WorkQueue for FaultQueue {
         Ok(())
     }
 
-    /// A hand-back meets a send's faults: refused, done with the answer lost, or the process
-    /// dying right after it.
+    /// A hand-back meets a send's faults: refused, late, delivered twice (SQS is at least
+    /// once, whoever put the message there), done with the answer lost, or the process dying
+    /// right after it.
     async fn redeliver(&self, receipt: &str, delay: Duration) -> Result<(), QueueError> {
         self.before_call(check_hand_back(delay))?;
-        self.inner.hand_back(receipt, delay_ms(delay));
+        let delay_ms = self.late(delay_ms(delay));
+        if let Some(message) = self.inner.hand_back(receipt, delay_ms) {
+            self.maybe_duplicate(&message, delay_ms);
+        }
         self.after_call()
     }
 }
