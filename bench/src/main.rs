@@ -262,11 +262,7 @@ fn shape_section(md: &mut String, runs: &[Measured]) -> String {
         fixed.virtual_ms as f64 / 1_000.0,
         3,
     );
-    let extra_polls = fixed
-        .agent_polls
-        .saturating_sub(adaptive.agent_polls)
-        .max(1) as f64;
-    let flowgate_poll = (c_fixed - c_adaptive) / extra_polls;
+    let flowgate_poll = marginal_poll(fixed, adaptive);
     let _ = writeln!(
         md,
         "\n| variant | $ per run | $ per 1,000 runs | Standard ÷ this |"
@@ -342,6 +338,16 @@ fn shape_section(md: &mut String, runs: &[Measured]) -> String {
         long_adaptive,
         long_fixed
     )
+}
+
+/// What one poll costs Flowgate at the margin: the difference between the fixed 8 s run and
+/// the adaptive one, over the polls adaptive polling did not make.
+fn marginal_poll(fixed: &Measured, adaptive: &Measured) -> f64 {
+    let extra = fixed
+        .agent_polls
+        .saturating_sub(adaptive.agent_polls)
+        .max(1) as f64;
+    (cost(&usage(fixed)) - cost(&usage(adaptive))) / extra
 }
 
 fn lambda_sizes(root: &Path) -> Option<String> {
@@ -433,14 +439,7 @@ async fn main() -> Result<(), BoxError> {
         )
     };
     let written = |what: &str| page.written.get(what).copied().unwrap_or(0.0);
-    let marginal_poll = {
-        let (fixed, adaptive) = (&measured[0][0], &measured[0][1]);
-        let extra = fixed
-            .agent_polls
-            .saturating_sub(adaptive.agent_polls)
-            .max(1) as f64;
-        (cost(&usage(fixed)) - cost(&usage(adaptive))) / extra
-    };
+    let marginal_poll = marginal_poll(&measured[0][0], &measured[0][1]);
     let _ = writeln!(
         md,
         "Index writes are billed here: for every table write the proxy counts the entries DynamoDB writes in the global secondary indexes (a put into an index, a delete and a put when an index key moves, one write when projected attributes change, 1 KB of the entry per unit). The first version of this report left them out and said 76x; with the listing indexes projecting whole run items they were more than half of a run's write units (83 of 144 on the page's run). The listing indexes now project only what their filters read, and a run's `wake_at` is no longer moved on at every write (it may be early, never late).\n\nRun writes: a run is one conditional write per decision. The newest decision's audit entries ride in the run item and are copied to their own item by the next decision that writes entries (before it replaces them, so no entry is ever only in a write that failed), and the run is stored deflated, under 1 KB; progress is an `UpdateItem` that leaves the entries alone (`shared/src/adapters/DYNAMODB.md`, \"Runs and their audit log\"). With the audit log written inside the run's transactions, one item per entry, the page's run took 80 write units, then 45, then 35; it takes {:.0} now (run item {:.0}, audit {:.0}, index entries {:.0}, sessions {:.0}). Along the way: a new run is written once, already started (the engine decides the start before the first write and queues its effects as one `Perform`); a session is written once per run that uses it (whether it is active is read from its last run); the poll that sees an agent run leave `pending` counts as the first of the restarted backoff; polls read their run eventually consistent (half a read unit; a poll that looks stale is read again consistently before it is dropped); and a run's end is queued as a delivery only when something waits on it.\n\nThe last round: **a poll chain hands its own SQS message back for its next poll** (`ChangeMessageVisibility` with the next interval, and the record reported to the event source mapping so it is not deleted): one request where a send and the mapping's delete were two, so a poll is a receive and a hand-back. The backoff is continued from the run's last recorded poll instead of travelling in the message, which is what lets the message stay unchanged. A poll that records something (the agent run leaving `pending`, or progress; not a heartbeat) starts a new chain in a new message, and so does a message received 15 times (the queue's redrive limit is 20). **Progress is recorded every 5 minutes by default** (it was once a minute), and `GET /v1/runs/{{id}}` reads running agents' progress live from the agent service, so nobody looking at a run sees older figures than before; progress that crosses a budget is still recorded at once. With progress every minute the page's run takes {:.0} write units more. **A lost poll chain is presumed lost ten minutes after its heartbeat was due, not one**: a chain's message is handed back from poll to poll and goes missing only in rare failures, and the longer slack lets a live chain's heartbeat writes leave the wake-up in `due` alone for two heartbeats out of three (the page's run no longer moves it while its agent runs). **Sessions are one item collection** (`pk = SESSIONS`) rather than entries of the `by_kind` index: a session write is one unit where it was two.\n\nWhere the per-run goal stands: met on both runs with the default settings. A poll costs about ${:.2e} at the margin (the receive and the hand-back $0.8e-6, a 100 ms invocation $0.37e-6, half a read unit), {:.0} times less than the Standard loop's; the rest is each run's fixed part. The page models one small write per state change; the measured run also keeps an audit log (a write per decision that adds entries), the listing and sweeper index entries (each status change writes both listing indexes; each move of the wake-up is a delete and a put in `due`: in at the start, moved when the agent run starts, out and in again around the approval, out at the end) and a session record per agent step. The run item is 600 to 1,000 bytes deflated, so keeping more audit entries in it would double the units of every later write, progress included. The five-step variant adds a short agent step: its fixed part (a start claim, two run writes, an audit copy, two wake-up moves, a session) and 6 polls (adaptive polling starts at 2 s, so a 30-second agent run is polled more often than at a fixed 8 s) add ${:.2e} to the run, against ${:.2e} on Step Functions (4 more polls of 3 transitions): {:.0} times less; the rest of the run is cheaper than 100x by enough to carry it. Left: dropping `status` from the `by_workflow` projection (a status filter on one workflow's runs would then be applied after reading the runs) would save two index writes a run but needs a new index on deployed tables; a callback from the agent service, where one exists, would replace polls altogether.\n",

@@ -1856,6 +1856,20 @@ pub mod queue {
         got
     }
 
+    /// Send a wake-up for `run_id` and receive it: the one message received within 5 s.
+    async fn send_and_receive(queue: &dyn WorkQueue, run_id: &str) -> Received {
+        queue
+            .send(&wake(run_id), Duration::ZERO)
+            .await
+            .expect("send");
+        let mut got = queue
+            .receive(10, Duration::from_secs(5))
+            .await
+            .expect("receive");
+        assert_eq!(got.len(), 1, "{got:?}");
+        got.remove(0)
+    }
+
     /// A sent message is received once with receive count 1, intact, and acked.
     pub async fn send_receive_ack(queue: &dyn WorkQueue) {
         let message = WorkMessage::Event {
@@ -1963,16 +1977,8 @@ pub mod queue {
     /// A received message that is not acked comes back after the visibility timeout with a
     /// higher receive count, with the same content.
     pub async fn unacked_redelivered(queue: &dyn WorkQueue) {
-        queue
-            .send(&wake("r-crash"), Duration::ZERO)
-            .await
-            .expect("send");
-        let first = queue
-            .receive(10, Duration::from_secs(5))
-            .await
-            .expect("receive");
-        assert_eq!(first.len(), 1);
-        assert_eq!(first[0].receive_count, 1);
+        let first = send_and_receive(queue, "r-crash").await;
+        assert_eq!(first.receive_count, 1);
         let hidden = queue.receive(10, Duration::ZERO).await.expect("receive");
         assert!(
             hidden.is_empty(),
@@ -2004,20 +2010,12 @@ pub mod queue {
     /// receive count; a hand-back with a receipt a later delivery superseded changes nothing
     /// and is not an error.
     pub async fn hand_back(queue: &dyn WorkQueue) {
-        queue
-            .send(&wake("r-handed"), Duration::ZERO)
-            .await
-            .expect("send");
-        let first = queue
-            .receive(10, Duration::from_secs(5))
-            .await
-            .expect("receive");
-        assert_eq!(first.len(), 1);
+        let first = send_and_receive(queue, "r-handed").await;
         // Longer than the visibility timeout (2 s), which would bring it back sooner.
         let delay = VISIBILITY_TIMEOUT * 2;
         let asked = Instant::now();
         queue
-            .redeliver(&first[0].receipt, delay)
+            .redeliver(&first.receipt, delay)
             .await
             .expect("hand back");
         let hidden = queue
@@ -2039,9 +2037,9 @@ pub mod queue {
             "came back after {waited:?}, before the {delay:?} asked"
         );
         assert_eq!(again[0].message, wake("r-handed"));
-        assert_eq!(again[0].receive_count, first[0].receive_count + 1);
+        assert_eq!(again[0].receive_count, first.receive_count + 1);
         queue
-            .redeliver(&first[0].receipt, Duration::from_secs(30))
+            .redeliver(&first.receipt, Duration::from_secs(30))
             .await
             .expect("a superseded receipt is not an error");
         // Longer than a send may be delayed (a wake-up for a timer hours away), up to 11 h.
@@ -2060,16 +2058,8 @@ pub mod queue {
 
     /// An acked message does not come back, even after the visibility timeout.
     pub async fn ack_removes(queue: &dyn WorkQueue) {
-        queue
-            .send(&wake("r-acked"), Duration::ZERO)
-            .await
-            .expect("send");
-        let got = queue
-            .receive(10, Duration::from_secs(5))
-            .await
-            .expect("receive");
-        assert_eq!(got.len(), 1);
-        queue.ack(&got[0].receipt).await.expect("ack");
+        let got = send_and_receive(queue, "r-acked").await;
+        queue.ack(&got.receipt).await.expect("ack");
         let waited_out = Instant::now() + VISIBILITY_TIMEOUT + Duration::from_secs(1);
         while Instant::now() < waited_out {
             let again = queue

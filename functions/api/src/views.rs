@@ -1,13 +1,13 @@
 //! Run state (what the store keeps) to the API's views (what callers read).
 
+use std::collections::BTreeMap;
+
 use flowgate_shared::api::{
     AgentView, ApprovalView, DecisionView, RunDetail, RunLinks, RunSummary, SessionRunView,
     SessionView, StepView, WorkflowDetail, WorkflowSummary,
 };
 use flowgate_shared::definition::{StepAction, StoredWorkflow, WorkflowDefinition};
-use std::collections::BTreeMap;
-
-use flowgate_shared::engine::AgentObservation;
+use flowgate_shared::engine::{AgentObservation, take_observed};
 use flowgate_shared::model::{ApprovalState, ApprovalStatus, Millis, Run, StepState};
 use flowgate_shared::ports::SessionRecord;
 
@@ -42,11 +42,7 @@ pub fn run_detail_live(
     let mut run = run.clone();
     for (step, obs) in live {
         if let Some(a) = run.steps.get_mut(step).and_then(|s| s.agent.as_mut()) {
-            a.turns = a.turns.max(obs.turns);
-            a.tokens = a.tokens.max(obs.tokens);
-            a.cost_usd = a.cost_usd.max(obs.cost_usd);
-            a.max_turns = obs.max_turns.or(a.max_turns);
-            a.phase = obs.phase.clone().or(a.phase.take());
+            take_observed(a, obs);
             a.upstream_status = obs.status.or(a.upstream_status);
         }
     }

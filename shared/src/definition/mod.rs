@@ -135,10 +135,16 @@ impl PollingPolicy {
 
     /// The interval after one more poll without progress.
     pub fn next_interval(&self, current_ms: u64) -> u64 {
+        let (base, initial, max) = self.bounds(current_ms);
+        ((base as f64 * self.factor.max(1.0)) as u64).clamp(initial, max)
+    }
+
+    /// `current_ms` (the first interval when 0), the first interval and the longest.
+    fn bounds(&self, current_ms: u64) -> (u64, u64, u64) {
         let initial = self.initial.as_millis().max(1);
         let max = self.max.as_millis().max(initial);
         let base = if current_ms == 0 { initial } else { current_ms };
-        ((base as f64 * self.factor.max(1.0)) as u64).clamp(initial, max)
+        (base, initial, max)
     }
 
     /// The interval after a poll `elapsed_ms` after the chain's last recorded poll, which chose
@@ -147,13 +153,7 @@ impl PollingPolicy {
     /// times the time it has run, so polls that were not written need not carry their interval
     /// (a poll chain's message is handed back to the queue unchanged).
     pub fn interval_since(&self, recorded_ms: u64, elapsed_ms: i64) -> u64 {
-        let initial = self.initial.as_millis().max(1);
-        let max = self.max.as_millis().max(initial);
-        let base = if recorded_ms == 0 {
-            initial
-        } else {
-            recorded_ms
-        };
+        let (base, initial, max) = self.bounds(recorded_ms);
         let grown = base as f64 + elapsed_ms.max(0) as f64 * (self.factor.max(1.0) - 1.0);
         (grown as u64).clamp(initial, max)
     }

@@ -541,11 +541,7 @@ impl Cx<'_> {
             let Some(a) = s.agent.as_mut() else { return };
             a.polls += 1;
             a.upstream_status = obs.status;
-            take_progress(a, obs);
-            if obs.max_turns.is_some() {
-                a.max_turns = obs.max_turns;
-            }
-            a.phase = obs.phase.clone().or(a.phase.take());
+            take_observed(a, obs);
             if obs.session_id.is_some() {
                 a.session_id = obs.session_id.clone();
             }
@@ -2547,6 +2543,17 @@ fn take_progress(a: &mut AgentProgress, obs: &AgentObservation) {
     a.turns = obs.turns.max(a.turns);
     a.tokens = obs.tokens.max(a.tokens);
     a.cost_usd = obs.cost_usd.max(a.cost_usd);
+}
+
+/// Take what a poll saw of an agent's progress ([`take_progress`], its turn limit and phase)
+/// into `a`: what a recorded poll keeps, and what a read of the run shows live
+/// (`runtime::observe_live`) without recording it.
+pub fn take_observed(a: &mut AgentProgress, obs: &AgentObservation) {
+    take_progress(a, obs);
+    if obs.max_turns.is_some() {
+        a.max_turns = obs.max_turns;
+    }
+    a.phase = obs.phase.clone().or(a.phase.take());
 }
 
 /// A budget a run has crossed: the run's (`step` = None) or a running agent step's, scaled by

@@ -3,7 +3,6 @@
 //! A delivery that fails in a way that may pass is re-sent to the queue with a delay (longer
 //! delays than the queue allows hop until due), so it never blocks the message that caused it.
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use tracing::{debug, error, info, warn};
@@ -106,14 +105,7 @@ impl Executor {
             effects: effects.to_vec(),
             fresh: false,
         };
-        let (next, failed) = self.perform_all(&applied).await;
-        let result = self
-            .drain_from(run_id, VecDeque::from(next), Some(applied.run))
-            .await;
-        match failed {
-            Some(e) => Err(e),
-            None => result,
-        }
+        self.carry_on(run_id, applied).await
     }
 
     /// One delivery attempt; a failure that may pass is re-sent with a delay.

@@ -365,26 +365,13 @@ impl Executor {
         if let Some(at) = at
             && now < at
         {
-            if let Some(receipt) = receipt
-                && receipt.receive_count < REDELIVER_MAX_RECEIVES
-            {
-                let wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
-                match self
-                    .queue
-                    .redeliver(receipt.receipt, wait.min(MAX_HAND_BACK))
-                    .await
-                {
-                    Ok(()) => {
-                        debug!(
-                            wait_ms = wait.as_millis() as u64,
-                            "timer not due yet; wake-up handed back"
-                        );
-                        return Ok(Handled::HandedBack);
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "cannot hand the wake-up back; re-sending it");
-                    }
-                }
+            let wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+            if self.hand_back(receipt, wait.min(MAX_HAND_BACK)).await {
+                debug!(
+                    wait_ms = wait.as_millis() as u64,
+                    "timer not due yet; wake-up handed back"
+                );
+                return Ok(Handled::HandedBack);
             }
             let delay = delay_until(now, at);
             debug!(
@@ -495,30 +482,42 @@ impl Executor {
         let Some(applied) = self.apply(run_id, &event, Some(run)).await? else {
             return Ok(Handled::Done);
         };
-        if let Some(receipt) = receipt
-            && receipt.receive_count < REDELIVER_MAX_RECEIVES
-            && let Some(delay) = chain.next_delay(&applied.effects)
+        if let Some(delay) = chain.next_delay(&applied.effects)
+            && self.hand_back(receipt, delay).await
         {
-            match self.queue.redeliver(receipt.receipt, delay).await {
-                Ok(()) => {
-                    debug!(
-                        delay_ms = delay.as_millis() as u64,
-                        "poll chain goes on; message handed back for the next poll"
-                    );
-                    self.record_sessions(&applied).await;
-                    return Ok(Handled::HandedBack);
-                }
-                Err(e) => {
-                    warn!(error = %e, "cannot hand the poll message back; sending the next poll as a new message");
-                }
+            debug!(
+                delay_ms = delay.as_millis() as u64,
+                "poll chain goes on; message handed back for the next poll"
+            );
+            self.record_sessions(&applied).await;
+            return Ok(Handled::HandedBack);
+        }
+        self.carry_on(run_id, applied).await.map(|()| Handled::Done)
+    }
+
+    /// Hand the message of `receipt` back to the queue for `delay`; false when there is no
+    /// receipt, the message was received [`REDELIVER_MAX_RECEIVES`] times (SQS would soon move
+    /// it to the dead-letter queue), or the queue refused, and the caller sends what comes
+    /// next as a new message.
+    async fn hand_back(&self, receipt: Option<Receipt<'_>>, delay: Duration) -> bool {
+        let Some(receipt) = receipt.filter(|r| r.receive_count < REDELIVER_MAX_RECEIVES) else {
+            return false;
+        };
+        match self.queue.redeliver(receipt.receipt, delay).await {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "cannot hand the message back; sending what comes next anew");
+                false
             }
         }
+    }
+
+    /// Perform an applied decision's effects and carry on with their outcomes (as a message's
+    /// own event would be); the first failure, the effects' before the outcomes'.
+    pub(super) async fn carry_on(&self, run_id: &str, applied: Applied) -> Result<(), ExecError> {
         let (next, failed) = self.perform_all(&applied).await;
         let drained = self.drain(run_id, next.into(), Some(applied.run), 1).await;
-        match failed {
-            Some(e) => Err(e),
-            None => drained.map(|()| Handled::Done),
-        }
+        failed.map_or(drained, Err)
     }
 
     /// Apply `first`, perform its effects, apply their outcomes, and so on, up to
@@ -550,13 +549,7 @@ impl Executor {
                 ApplyOutcome::Rejected(rejection) => return Err(CommandError::Rejected(rejection)),
             };
             let run = applied.run.clone();
-            let (next, deferred) = self.perform_all(&applied).await;
-            let result = self
-                .drain(run_id, next.into(), Some(applied.run), 1)
-                .await
-                .err()
-                .or(deferred);
-            if let Some(e) = result {
+            if let Err(e) = self.carry_on(run_id, applied).await {
                 warn!(error = %e, "the command was recorded but an effect failed; the run's wake-up timer re-issues it");
             }
             Ok(run)
@@ -592,16 +585,6 @@ impl Executor {
         }
         .instrument(span)
         .await
-    }
-
-    /// [`Executor::drain`] for outcomes of effects performed outside it.
-    pub(super) async fn drain_from(
-        &self,
-        run_id: &str,
-        work: VecDeque<Event>,
-        preloaded: Option<Run>,
-    ) -> Result<(), ExecError> {
-        self.drain(run_id, work, preloaded, 1).await
     }
 
     /// The work loop behind [`Executor::process`]; `handled` counts events already applied

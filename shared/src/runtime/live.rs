@@ -31,14 +31,15 @@ pub async fn observe_live(
     def: &WorkflowDefinition,
 ) -> BTreeMap<String, AgentObservation> {
     let watched = run.steps.iter().filter_map(|(id, s)| {
-        let a = s.agent.as_ref()?;
-        let live = s.status == StepStatus::Running
-            && matches!(
-                a.upstream_status,
-                None | Some(AgentRunStatus::Pending | AgentRunStatus::Running)
-            );
-        let upstream = a.upstream_run_id.as_deref().filter(|_| live)?;
-        Some((id.clone(), agent_workflow(def, id)?, upstream.to_string()))
+        let a = s.agent.as_ref().filter(|a| {
+            s.status == StepStatus::Running
+                && matches!(
+                    a.upstream_status,
+                    None | Some(AgentRunStatus::Pending | AgentRunStatus::Running)
+                )
+        })?;
+        let upstream = a.upstream_run_id.clone()?;
+        Some((id.clone(), agent_workflow(def, id)?, upstream))
     });
     let calls = watched.map(|(step, workflow, upstream)| async move {
         let answer =
